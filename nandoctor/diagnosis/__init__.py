@@ -1,0 +1,1 @@
+"""Turning replay evidence into ranked findings with fixes."""

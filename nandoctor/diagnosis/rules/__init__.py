@@ -1,0 +1,1 @@
+"""One module per rule: its `RULE` and the fix text it writes for a finding."""

@@ -1,0 +1,1 @@
+"""Reading saved models and data files."""

@@ -1,0 +1,1 @@
+"""Running a model's forward and backward passes with numeric checks."""

@@ -1,0 +1,301 @@
+"""The compiled forward and backward replay over all batches.
+
+One `tf.function` runs the model layer by layer inside a `GradientTape`,
+takes gradients with respect to every layer's outputs, inputs and trainable
+weights, and returns small per-tensor summaries. The host folds them into
+running statistics and marks the layers where non-finite values first appear.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+from keras import tree
+
+from nandoctor.replay.graph import LayerGraph
+from nandoctor.replay.stats import TensorStats, is_float, summarize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """A place where non-finite values first appear, before op-level diagnosis."""
+
+    call_index: int | None
+    """Index of the layer call, or None for the loss."""
+    phase: str
+    """"forward" or "backward"."""
+    first_batch: int
+    batch: object
+    """The first `Batch` that shows it, kept for the op-level re-run."""
+    samples: int = 0
+    """Number of samples where it appears (forward only)."""
+    first_indices: list = field(default_factory=list)
+    batches: int = 0
+    """Number of batches where it appears."""
+    mixed: bool = False
+    """True when the same batch also had non-finite inputs at this layer, so
+    the layer may only spread them across samples; the op-level re-run decides."""
+
+
+@dataclass
+class LayerRecord:
+    """Statistics of one layer call over all batches."""
+
+    outputs: list
+    """A `TensorStats` per float output."""
+    grad_outputs: list
+    """A `TensorStats` per float output (None where no gradient arrives)."""
+    grad_inputs: list
+    grad_weights: list
+    """(weight path, `TensorStats`) per trainable weight."""
+
+
+@dataclass
+class ReplayResult:
+    """Everything the compiled replay measured."""
+
+    graph: LayerGraph
+    layers: list
+    inputs: list
+    """A `TensorStats` per model input."""
+    targets: list
+    loss: TensorStats
+    batches: int = 0
+    samples: int = 0
+    candidates: list = field(default_factory=list)
+
+
+class CompiledReplay:
+    """Replays a model's forward and backward pass with in-graph checks."""
+
+    def __init__(self, model, loss, bad_variable_ids=()):
+        """Prepare the replay.
+
+        Args:
+            model: A Keras model.
+            loss: A `ReplayLoss`.
+            bad_variable_ids: `id()` of variables whose saved values are
+                already non-finite. Layers that own one are not marked as
+                origins, because the weights finding explains them.
+        """
+        self.graph = LayerGraph(model)
+        self.loss = loss
+        self.bad_variable_ids = set(bad_variable_ids)
+        self._skip_layers = None
+        self._function = None
+
+    def _step(self, inputs, targets):
+        records = []
+
+        def hook(call, args, kwargs):
+            copies = []
+
+            def copy(value):
+                if tf.is_tensor(value) and is_float(value):
+                    duplicate = tf.identity(value)
+                    mask = getattr(value, "_keras_mask", None)
+                    if mask is not None:
+                        duplicate._keras_mask = mask
+                    copies.append(duplicate)
+                    return duplicate
+                return value
+
+            args, kwargs = tree.map_structure(copy, (args, kwargs))
+            outputs = call.layer(*args, **kwargs)
+            flat = [t for t in tree.flatten(outputs) if tf.is_tensor(t)]
+            records.append((call, copies, flat))
+            return outputs
+
+        with tf.GradientTape() as tape:
+            outputs = self.graph.run(list(inputs), hook)
+            loss = self.loss(targets, outputs)
+
+        sources = []
+        layout = []
+        for call, copies, flat in records:
+            float_outputs = [t for t in flat if is_float(t)]
+            weights = list(call.layer.trainable_weights)
+            layout.append((len(float_outputs), len(copies), len(weights)))
+            sources.extend(float_outputs)
+            sources.extend(copies)
+            sources.extend(weights)
+        gradients = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
+
+        result = {"loss": summarize(tf.reshape(loss, [1]) if loss.shape.rank == 0 else loss),
+                  "inputs": [summarize(x) for x in inputs if is_float(x)],
+                  "targets": [summarize(y) for y in targets if is_float(y)],
+                  "layers": []}
+        position = 0
+        for (call, copies, flat), (n_out, n_in, n_w) in zip(records, layout):
+            float_outputs = [t for t in flat if is_float(t)]
+            chunk = gradients[position:position + n_out + n_in + n_w]
+            position += n_out + n_in + n_w
+            result["layers"].append({
+                "outputs": [summarize(t) for t in float_outputs],
+                "grad_outputs": [_maybe_summary(g) for g in chunk[:n_out]],
+                "grad_inputs": [_maybe_summary(g) for g in chunk[n_out:n_out + n_in]],
+                "grad_weights": [_maybe_summary(g) for g in chunk[n_out + n_in:]],
+            })
+        return result
+
+    def run(self, source, input_specs, batch_size, progress=None):
+        """Replay every batch of `source` and return a `ReplayResult`."""
+        result = None
+        candidates = {}
+        for batch_index, batch in enumerate(source.batches(batch_size, input_specs)):
+            if self._function is None:
+                self._function = self._trace(batch)
+            targets = batch.targets or []
+            summary = self._function([tf.convert_to_tensor(x) for x in batch.inputs],
+                                     [tf.convert_to_tensor(y) for y in targets])
+            summary = tree.map_structure(lambda t: None if t is None else t.numpy(), summary)
+            if result is None:
+                result = self._empty_result(summary)
+            self._fold(result, summary, batch, batch_index)
+            self._mark_candidates(result, summary, batch, batch_index, candidates)
+            result.batches += 1
+            result.samples += len(batch.inputs[0])
+            if progress is not None:
+                progress(result.samples)
+        result.candidates = sorted(candidates.values(), key=lambda c: (c.first_batch, c.phase != "forward", -1 if c.call_index is None else c.call_index))
+        return result
+
+    def _trace(self, batch):
+        input_signature = [
+            tf.TensorSpec([None] + list(x.shape[1:]), tf.as_dtype(x.dtype)) for x in batch.inputs
+        ]
+        target_signature = [
+            tf.TensorSpec([None] + list(y.shape[1:]), tf.as_dtype(y.dtype)) for y in (batch.targets or [])
+        ]
+        return tf.function(self._step, input_signature=[input_signature, target_signature])
+
+    def _empty_result(self, summary):
+        layers = []
+        for call, entry in zip(self.graph.calls, summary["layers"]):
+            weights = [w.path for w in call.layer.trainable_weights]
+            layers.append(LayerRecord(
+                outputs=[TensorStats() for _ in entry["outputs"]],
+                grad_outputs=[None if g is None else TensorStats() for g in entry["grad_outputs"]],
+                grad_inputs=[None if g is None else TensorStats() for g in entry["grad_inputs"]],
+                grad_weights=[(path, None if g is None else TensorStats()) for path, g in zip(weights, entry["grad_weights"])],
+            ))
+        return ReplayResult(
+            graph=self.graph,
+            layers=layers,
+            inputs=[TensorStats() for _ in summary["inputs"]],
+            targets=[TensorStats() for _ in summary["targets"]],
+            loss=TensorStats(),
+        )
+
+    @staticmethod
+    def _fold(result, summary, batch, batch_index):
+        start = batch.start
+        for stats, item in zip(result.inputs, summary["inputs"]):
+            stats.add(item, start, batch_index)
+        for stats, item in zip(result.targets, summary["targets"]):
+            stats.add(item, start, batch_index)
+        result.loss.add(summary["loss"], start, batch_index)
+        for record, entry in zip(result.layers, summary["layers"]):
+            for stats, item in zip(record.outputs, entry["outputs"]):
+                stats.add(item, start, batch_index)
+            for group, items in ((record.grad_outputs, entry["grad_outputs"]), (record.grad_inputs, entry["grad_inputs"])):
+                for stats, item in zip(group, items):
+                    if stats is not None and item is not None:
+                        stats.add(item, start, batch_index)
+            for (_, stats), item in zip(record.grad_weights, entry["grad_weights"]):
+                if stats is not None and item is not None:
+                    stats.add(item, start, batch_index)
+
+    def _mark_candidates(self, result, summary, batch, batch_index, candidates):
+        if self._skip_layers is None:
+            self._skip_layers = {
+                call.index for call in self.graph.calls
+                if any(id(w) in self.bad_variable_ids for w in call.layer.weights)
+            }
+        size = len(batch.inputs[0])
+        masks = {}
+        for k, item in enumerate(summary["inputs"]):
+            masks[("input", k)] = _sample_mask(item, size)
+        loss_finite = _count(summary["loss"]) == 0
+        outputs_finite = True
+        forward_clean = {}
+
+        for call, entry in zip(self.graph.calls, summary["layers"]):
+            in_bad = np.zeros(size, bool)
+            for source in call.sources:
+                if source is not None and source in masks:
+                    in_bad |= masks[source]
+            out_bad = np.zeros(size, bool)
+            for j, item in enumerate(entry["outputs"]):
+                mask = _sample_mask(item, size)
+                masks[("call", call.index, j)] = mask
+                out_bad |= mask
+            forward_clean[call.index] = not in_bad.any() and not out_bad.any()
+
+            new = out_bad & ~in_bad
+            if new.any() and call.index not in self._skip_layers:
+                rows = np.flatnonzero(new)
+                candidate = candidates.get((call.index, "forward"))
+                if candidate is None:
+                    candidate = candidates[(call.index, "forward")] = Candidate(call.index, "forward", batch_index, batch, mixed=bool(in_bad.any()))
+                candidate.samples += len(rows)
+                candidate.batches += 1
+                room = TensorStats.MAX_INDICES - len(candidate.first_indices)
+                candidate.first_indices.extend(int(batch.start + r) for r in rows[:max(room, 0)])
+
+        model_outputs = [source for source in self.graph.output_sources if source is not None]
+        for source in model_outputs:
+            if source in masks and masks[source].any():
+                outputs_finite = False
+        targets_finite = all(_count(item) == 0 for item in summary["targets"])
+        inputs_finite = all(_count(item) == 0 for item in summary["inputs"])
+
+        if outputs_finite and targets_finite and inputs_finite and not loss_finite:
+            _note(candidates, (None, "forward"), batch_index, batch)
+        if not loss_finite:
+            return
+
+        for call, entry in zip(self.graph.calls, summary["layers"]):
+            if not forward_clean[call.index]:
+                continue
+            arriving_finite = all(g is None or _count(g) == 0 for g in entry["grad_outputs"])
+            leaving = [g for g in entry["grad_inputs"] + entry["grad_weights"] if g is not None]
+            if arriving_finite and any(_count(g) for g in leaving):
+                _note(candidates, (call.index, "backward"), batch_index, batch)
+        if outputs_finite and inputs_finite and targets_finite:
+            for source in model_outputs:
+                if source[0] != "call":
+                    continue
+                grads = summary["layers"][source[1]]["grad_outputs"]
+                grad = grads[source[2]] if source[2] < len(grads) else None
+                if grad is not None and _count(grad):
+                    _note(candidates, (None, "backward"), batch_index, batch)
+
+
+def _note(candidates, key, batch_index, batch):
+    candidate = candidates.get(key)
+    if candidate is None:
+        candidate = candidates[key] = Candidate(key[0], key[1], batch_index, batch)
+    candidate.batches += 1
+
+
+def _count(item):
+    return int(item["nan"]) + int(item["posinf"]) + int(item["neginf"])
+
+
+def _sample_mask(item, size):
+    bad = item.get("bad_samples")
+    if bad is not None and len(bad) == size:
+        return np.asarray(bad, bool)
+    return np.full(size, _count(item) > 0)
+
+
+def _maybe_summary(gradient):
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):
+        gradient = tf.convert_to_tensor(gradient)
+    return summarize(gradient)

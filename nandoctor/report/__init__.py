@@ -1,0 +1,1 @@
+"""Rendering scan reports: terminal text and JSON."""

@@ -1,0 +1,79 @@
+"""The JSON form of a scan report. Field by field in README.md, "JSON output"."""
+
+import dataclasses
+import json
+import math
+
+from nandoctor import __version__
+
+SCHEMA_VERSION = "1"
+
+
+def to_dict(report):
+    """Return the report as plain JSON types, with non-finite numbers as strings."""
+    kinds = {}
+    for finding in report.findings:
+        kinds[finding.kind] = kinds.get(finding.kind, 0) + 1
+    severities = {name: sum(f.severity == name for f in report.findings) for name in ("error", "warning", "info")}
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "nandoctor", "version": __version__},
+        "model": report.model,
+        "data": report.data,
+        "loss": report.loss,
+        "summary": {
+            "status": "clean" if report.clean else "faults",
+            "findings": len(report.findings),
+            "by_kind": kinds,
+            "by_severity": severities,
+            "batches": report.batches,
+            "samples": report.samples,
+        },
+        "findings": [_finding(f) for f in report.findings],
+        "layers": [dataclasses.asdict(row) for row in report.layers],
+        "notes": list(report.notes),
+    }
+    return _clean(document)
+
+
+def dumps(report):
+    """Serialize the report: sorted keys, no NaN or Infinity literals."""
+    return json.dumps(to_dict(report), sort_keys=True, indent=2, allow_nan=False)
+
+
+def _finding(finding):
+    evidence = dataclasses.asdict(finding.evidence)
+    evidence["shape"] = list(finding.evidence.shape) if finding.evidence.shape is not None else None
+    evidence["first_sample_indices"] = list(finding.evidence.first_sample_indices)
+    location = dataclasses.asdict(finding.location) if finding.location else None
+    return {
+        "code": finding.code,
+        "rule": finding.rule,
+        "kind": finding.kind,
+        "severity": finding.severity,
+        "phase": finding.phase,
+        "layer": finding.layer,
+        "layer_class": finding.layer_class,
+        "op": finding.op,
+        "location": location,
+        "message": finding.message,
+        "evidence": evidence,
+        "fix": finding.fix,
+        "propagated_to": list(finding.propagated_to),
+    }
+
+
+def _clean(value):
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return _clean(value.item())
+    return value

@@ -1,0 +1,91 @@
+"""The terminal report, rendered with rich."""
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_KIND_LABEL = {
+    "nonfinite_input": "non-finite input data",
+    "nonfinite_weights": "non-finite saved weights",
+    "overflow": "overflow",
+    "division_by_zero": "division by zero",
+    "invalid_domain": "invalid domain",
+    "infinite_gradient": "infinite gradient",
+}
+
+
+def render(report, console):
+    """Print the headline, one panel per finding and the per-layer table."""
+    console.print(_headline(report))
+    for rank, finding in enumerate(report.findings, start=1):
+        console.print(_finding_panel(rank, finding))
+    console.print(_layer_table(report))
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="dim"))
+
+
+def _headline(report):
+    source = report.data["path"] or "random inputs"
+    text = Text()
+    text.append(f"nandoctor scan: {report.model['path']} on {source} ")
+    text.append(f"({report.samples} samples, {report.batches} batches; {report.loss})\n", style="dim")
+    if report.clean:
+        text.append("clean: no NaN or Inf created in the forward or backward pass", style="bold green")
+        return text
+    counts = {}
+    for finding in report.findings:
+        counts[finding.kind] = counts.get(finding.kind, 0) + 1
+    parts = ", ".join(f"{n} {_KIND_LABEL.get(kind, kind)}" for kind, n in counts.items())
+    text.append(f"{len(report.findings)} finding(s): {parts}", style="bold red")
+    return text
+
+
+def _finding_panel(rank, finding):
+    lines = Text()
+    place = f"layer {finding.layer} ({finding.layer_class})" if finding.layer else (
+        "data" if finding.phase == "data" else "loss")
+    lines.append("where     ", style="dim")
+    lines.append(f"{place}, {finding.phase} pass" if finding.phase in ("forward", "backward") else place)
+    if finding.op:
+        lines.append(f", op {finding.op}")
+    lines.append("\n")
+    if finding.location:
+        lines.append("source    ", style="dim")
+        lines.append(f"{finding.location.file}:{finding.location.line} in {finding.location.function}\n")
+    lines.append("evidence  ", style="dim")
+    lines.append(finding.evidence.sentence + "\n")
+    if finding.propagated_to:
+        shown = ", ".join(finding.propagated_to[:6])
+        more = f" and {len(finding.propagated_to) - 6} more" if len(finding.propagated_to) > 6 else ""
+        lines.append("spreads   ", style="dim")
+        lines.append(f"{shown}{more}\n")
+    lines.append("fix       ", style="dim")
+    lines.append(finding.fix, style="green")
+    title = Text()
+    title.append(f"#{rank} {finding.code} ", style=_SEVERITY_STYLE.get(finding.severity, ""))
+    title.append(f"{_KIND_LABEL.get(finding.kind, finding.kind)} ({finding.severity})")
+    return Panel(lines, title=title, title_align="left", expand=True)
+
+
+def _layer_table(report):
+    table = Table(title="Magnitude through the network (max |x| of finite values)", title_justify="left")
+    table.add_column("layer")
+    table.add_column("class")
+    table.add_column("output max|x|", justify="right")
+    table.add_column("output non-finite", justify="right")
+    table.add_column("gradient max|x|", justify="right")
+    table.add_column("gradient non-finite", justify="right")
+    table.add_column("role")
+    for row in report.layers:
+        style = "red" if row.role == "origin" else "yellow" if row.role == "propagation" else None
+        table.add_row(row.name, row.layer_class, _number(row.output_absmax), str(row.output_nonfinite),
+                      _number(row.gradient_absmax), str(row.gradient_nonfinite), row.role, style=style)
+    return Group(table)
+
+
+def _number(value):
+    if value is None:
+        return "-"
+    return f"{value:.3g}"

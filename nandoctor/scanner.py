@@ -1,0 +1,236 @@
+"""Run a whole scan: load, replay, diagnose. Returns a `ScanReport`; prints nothing."""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from nandoctor.errors import DataLoadError, ModelLoadError, UsageError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 64
+
+
+@dataclass
+class LayerRow:
+    """One line of the per-layer magnitude table."""
+
+    name: str
+    layer_class: str
+    output_absmax: float | None
+    output_nonfinite: int
+    gradient_absmax: float | None
+    gradient_nonfinite: int
+    role: str
+    """"origin", "propagation" or ""."""
+
+
+@dataclass
+class ScanReport:
+    """Everything a scan found, in the form the reports render."""
+
+    model: dict
+    data: dict
+    loss: str
+    findings: list
+    layers: list
+    batches: int
+    samples: int
+    notes: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def clean(self):
+        return not self.findings
+
+
+def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_keys=(), y_keys=(),
+         loss=None, batch_size=DEFAULT_BATCH_SIZE, max_samples=None, progress=None):
+    """Scan a saved model on data and return a `ScanReport`.
+
+    Args:
+        model_path: A `.keras` or `.h5` file.
+        data_path: A `.npz`, `.npy`, `.h5` or `.hdf5` file, or None to draw
+            inputs from a standard normal distribution (seed 0).
+        trust_code: Run code stored in the model file (Lambda bytecode).
+        custom_objects: Python files or module names that define the
+            functions and classes the model refers to by name.
+        x_keys: Keys of the input arrays, one per model input.
+        y_keys: Keys of the target arrays, one per model output.
+        loss: A Keras loss name that overrides the compiled loss.
+        batch_size: Samples per replayed batch (default 64).
+        max_samples: Read at most this many samples (default: all).
+        progress: Optional callable taking the number of samples done.
+
+    Returns:
+        A `ScanReport`.
+
+    Raises:
+        NandoctorError: A file cannot be read or does not fit the model.
+    """
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, received {batch_size}.")
+    if max_samples is not None and max_samples < 1:
+        raise UsageError(f"--max-samples must be at least 1, received {max_samples}.")
+    started = time.perf_counter()
+
+    from nandoctor import tf_setup
+
+    tf_setup.quiet_tensorflow()
+    from nandoctor.loading.data import open_data
+    from nandoctor.loading.model import load_model
+
+    loaded = load_model(model_path, trust_code=trust_code, custom_object_sources=custom_objects)
+    model = loaded.model
+    input_specs, output_specs = _model_specs(model, model_path)
+    loaded_at = time.perf_counter()
+
+    source = open_data(data_path, input_specs, output_specs, x_keys, y_keys, max_samples)
+    try:
+        report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, progress)
+    finally:
+        source.close()
+    report.timings = {"load_s": loaded_at - started, "scan_s": time.perf_counter() - loaded_at}
+    return report
+
+
+def _model_specs(model, path):
+    from nandoctor.loading.data import TensorSpec
+    from nandoctor.replay.graph import _graph_model
+
+    graph_model = _graph_model(model)
+    try:
+        inputs = list(graph_model.inputs if graph_model is not None else model.inputs)
+        outputs = list(graph_model.outputs if graph_model is not None else model.outputs)
+    except (AttributeError, ValueError, TypeError) as error:
+        raise ModelLoadError(
+            f"{path}: the model has no defined inputs (a subclassed or unbuilt model); "
+            "build it with keras.Input shapes before saving."
+        ) from error
+    names = list(getattr(model, "output_names", None) or [])
+    input_specs = [TensorSpec(t.name, tuple(t.shape), str(t.dtype)) for t in inputs]
+    output_specs = [
+        TensorSpec(names[k] if k < len(names) else t.name, tuple(t.shape), str(t.dtype))
+        for k, t in enumerate(outputs)
+    ]
+    return input_specs, output_specs
+
+
+def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, progress):
+    import numpy as np
+
+    from nandoctor.diagnosis import build
+    from nandoctor.replay.loss import build_loss
+    from nandoctor.replay.ops import trace_batch
+    from nandoctor.replay.passes import CompiledReplay
+    from nandoctor.diagnosis.op_analysis import first_backward_fault, first_forward_fault
+
+    model = loaded.model
+    replay_loss = build_loss(model, loss_name, source.has_targets)
+    bad_variables = _nonfinite_variables(model)
+    replay = CompiledReplay(model, replay_loss, bad_variable_ids={id(v) for v, *_ in bad_variables})
+    try:
+        result = replay.run(source, input_specs, batch_size, progress)
+    except (ValueError, TypeError) as error:
+        raise DataLoadError(
+            f"the model failed to run on {source.path or 'random inputs'}: "
+            f"{' '.join(str(error).split())[:300]}; check the data shapes and --x-key."
+        ) from error
+
+    findings = build.data_findings(result, source.input_keys, source.target_keys)
+    findings += build.weight_findings(_weight_rows(bad_variables, result), result)
+
+    loss_label = "loss (" + replay_loss.description + ")"
+    by_batch = {}
+    for candidate in result.candidates:
+        by_batch.setdefault(candidate.first_batch, []).append(candidate)
+    for candidates in by_batch.values():
+        batch = candidates[0].batch
+        rows = _finite_rows(batch)
+        if not rows.size:
+            continue
+        wanted = {c.call_index if c.call_index is not None else "loss" for c in candidates}
+        inputs = [x[rows] for x in batch.inputs]
+        targets = [y[rows] for y in (batch.targets or [])]
+        trace = trace_batch(result.graph, replay_loss, inputs, targets, wanted)
+        row_map = batch.start + rows
+        for candidate in candidates:
+            records = trace.ops.get(candidate.call_index if candidate.call_index is not None else "loss", [])
+            if candidate.phase == "forward":
+                fault = first_forward_fault(records)
+            else:
+                fault = first_backward_fault(records)
+            if fault is None and candidate.mixed:
+                continue  # Not reproduced on the finite samples: spread from other samples.
+            findings.append(build.origin_finding(result, candidate, fault, row_map, loss_label))
+        candidate_batch_release(candidates)
+
+    findings = build.finalize(findings)
+    origins = {f.layer for f in findings if f.layer is not None}
+    propagated = {name for f in findings for name in f.propagated_to}
+    layers = []
+    for call, record in zip(result.graph.calls, result.layers):
+        grads = [s for s in record.grad_outputs if s is not None]
+        absmax = [s.absmax for s in record.outputs if s.absmax is not None]
+        grad_absmax = [s.absmax for s in grads if s.absmax is not None]
+        role = "origin" if call.name in origins else "propagation" if call.name in propagated else ""
+        layers.append(LayerRow(
+            call.name, type(call.layer).__name__,
+            max(absmax) if absmax else None, sum(s.nonfinite for s in record.outputs),
+            max(grad_absmax) if grad_absmax else None, sum(s.nonfinite for s in grads), role,
+        ))
+
+    notes = []
+    if source.kind == "random":
+        notes.append(f"no data file: inputs are {source.num_samples} samples drawn from a standard normal distribution (seed 0)")
+    notes.append("layers ran in inference mode (training=False): Dropout is off and BatchNormalization uses its moving statistics")
+    data = {"path": source.path, "format": source.kind, "samples": result.samples, "batch_size": batch_size,
+            "input_keys": list(source.input_keys), "target_keys": list(source.target_keys)}
+    model_info = {"path": loaded.path, "format": loaded.config.format, "name": model.name,
+                  "layers": len(result.graph.calls), "parameters": int(model.count_params())}
+    del np
+    return ScanReport(model_info, data, replay_loss.description, findings, layers, result.batches,
+                      result.samples, notes)
+
+
+def candidate_batch_release(candidates):
+    """Drop the batches kept for the op-level re-run once it is done."""
+    for candidate in candidates:
+        candidate.batch = None
+
+
+def _finite_rows(batch):
+    import numpy as np
+
+    keep = np.ones(len(batch.inputs[0]), bool)
+    for array in list(batch.inputs) + list(batch.targets or []):
+        if array.dtype.kind == "f":
+            keep &= np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    return np.flatnonzero(keep)
+
+
+def _nonfinite_variables(model):
+    import numpy as np
+
+    rows = []
+    for variable in model.weights:
+        value = np.asarray(variable.numpy())
+        if value.dtype.kind != "f" or np.isfinite(value).all():
+            continue
+        rows.append((variable, int(np.isnan(value).sum()), int(np.isposinf(value).sum()),
+                     int(np.isneginf(value).sum()), int(value.size)))
+    return rows
+
+
+def _weight_rows(bad_variables, result):
+    rows = []
+    for variable, nan, posinf, neginf, size in bad_variables:
+        owner = None
+        for call in result.graph.calls:
+            if any(w is variable for w in call.layer.weights):
+                owner = call
+                break
+        name = owner.name if owner else variable.path.rsplit("/", 1)[0]
+        layer_class = type(owner.layer).__name__ if owner else None
+        rows.append((name, layer_class, owner.index if owner else None, variable.path, nan, posinf, neginf, size))
+    return rows

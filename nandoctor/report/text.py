@@ -1,5 +1,7 @@
 """The terminal report, rendered with rich."""
 
+import os
+
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
@@ -53,7 +55,7 @@ def _finding_panel(rank, finding):
     lines.append("\n")
     if finding.location:
         lines.append("source    ", style="dim")
-        lines.append(f"{finding.location.file}:{finding.location.line} in {finding.location.function}\n")
+        lines.append(f"{_short_path(finding.location.file)}:{finding.location.line} in {finding.location.function}\n")
     lines.append("evidence  ", style="dim")
     lines.append(finding.evidence.sentence + "\n")
     if finding.propagated_to:
@@ -83,6 +85,15 @@ def _layer_table(report):
         table.add_row(row.name, row.layer_class, _number(row.output_absmax), str(row.output_nonfinite),
                       _number(row.gradient_absmax), str(row.gradient_nonfinite), row.role, style=style)
     return Group(table)
+
+
+def _short_path(path):
+    """Return `path` relative to the working directory when it lies inside it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # A path on another drive, on Windows.
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def _number(value):

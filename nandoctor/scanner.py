@@ -173,7 +173,11 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
         grads = [s for s in record.grad_outputs if s is not None]
         absmax = [s.absmax for s in record.outputs if s.absmax is not None]
         grad_absmax = [s.absmax for s in grads if s.absmax is not None]
-        role = "origin" if call.name in origins else "propagation" if call.name in propagated else ""
+        role = ""
+        if call.name in origins:
+            role = "origin"
+        elif call.name in propagated:
+            role = "propagation"
         layers.append(LayerRow(
             call.name, type(call.layer).__name__,
             max(absmax) if absmax else None, sum(s.nonfinite for s in record.outputs),

@@ -15,7 +15,7 @@ from nandoctor.diagnosis.rules import (
 
 
 def data_findings(result, input_keys, target_keys):
-    """Return a finding per input or target array that holds NaN or Inf."""
+    """Return a finding per input or target array that contains NaN or Inf."""
     findings = []
     for role, keys, stats_list in (("input", input_keys, result.inputs), ("target", target_keys, result.targets)):
         for key, stats in zip(keys, stats_list):
@@ -25,7 +25,7 @@ def data_findings(result, input_keys, target_keys):
             indices = tuple(stats.first_indices)
             where = f", first at index {indices[0]}" if indices else ""
             sentence = (
-                f"{role} array '{key}' holds {_counts(stats)} in {stats.bad_samples} sample(s){where}"
+                f"{role} array '{key}' contains {_counts(stats)} in {stats.bad_samples} sample(s){where}"
             )
             findings.append(Finding(
                 code=rule.code, rule=rule.name, kind=rule.kind, severity=rule.severity, phase="data",
@@ -44,7 +44,7 @@ def data_findings(result, input_keys, target_keys):
 
 
 def weight_findings(bad_weights, result):
-    """Return a finding per layer whose saved weights hold NaN or Inf.
+    """Return a finding per layer whose saved weights contain NaN or Inf.
 
     Args:
         bad_weights: (layer name, layer class, call index or None, weight path,
@@ -55,7 +55,7 @@ def weight_findings(bad_weights, result):
     rule = rule_for_kind("nonfinite_weights")
     for layer, layer_class, index, path, nan, posinf, neginf, size in bad_weights:
         bad = nan + posinf + neginf
-        sentence = f"weight '{path}' holds {_counts_from(nan, posinf, neginf)} of {size} values"
+        sentence = f"weight '{path}' contains {_counts_from(nan, posinf, neginf)} of {size} values"
         propagated = _descendant_names(result, ("call", index, 0), include_self=True) if index is not None else []
         findings.append(Finding(
             code=rule.code, rule=rule.name, kind=rule.kind, severity=rule.severity, phase="weights",
@@ -104,9 +104,11 @@ def origin_finding(result, candidate, fault, row_map, loss_label, layer_stats=No
         else:
             affected = len(samples)
             first = tuple(samples[:5])
-        where = f" ({affected} sample(s) in the first failing batch, first at index {first[0]})" if first else ""
-        if candidate.phase == "forward" and candidate.samples:
-            where = f" ({affected} sample(s), first at index {first[0]})" if first else ""
+        where = ""
+        if first and candidate.phase == "forward" and candidate.samples:
+            where = f"; {affected} sample(s), first at index {first[0]}"
+        elif first:
+            where = f"; {affected} sample(s) in the first failing batch, first at index {first[0]}"
         evidence = Evidence(fault.sentence + where, dtype=fault.dtype, shape=fault.shape, nan=fault.nan,
                             posinf=fault.posinf, neginf=fault.neginf, input_min=fault.input_min,
                             input_max=fault.input_max, samples_affected=affected, first_sample_indices=first,

@@ -116,11 +116,11 @@ def open_data(path, input_specs, output_specs, x_keys=(), y_keys=(), max_samples
             x_keys = ("x",) * 1
         if len(input_specs) != 1:
             raise DataLoadError(
-                f"{path}: a .npy file holds one array, but the model has {len(input_specs)} "
+                f"{path}: a .npy file contains one array, but the model has {len(input_specs)} "
                 "inputs; save them in a .npz with one key per input."
             )
         if y_keys:
-            raise DataLoadError(f"{path}: a .npy file holds inputs only; --y-key needs a .npz or .h5 file.")
+            raise DataLoadError(f"{path}: a .npy file contains inputs only; --y-key needs a .npz or .h5 file.")
     elif extension in (".h5", ".hdf5"):
         handle = _open_h5(path)
         arrays = _H5Arrays(handle, path)
@@ -210,7 +210,7 @@ def _load_npy(path):
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):
             raise DataLoadError(
-                f"{path} holds an object array, which would need unpickling; nandoctor "
+                f"{path} contains an object array, which would need unpickling; nandoctor "
                 "never loads pickles, so save it as a numeric array."
             ) from error
         raise DataLoadError(f"failed to read {path} as .npy ({error}).") from error

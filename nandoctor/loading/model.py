@@ -105,7 +105,7 @@ def load_model(path, trust_code=False, custom_object_sources=()):
     except Exception as error:  # Keras raises many types for a bad file.
         raise ModelLoadError(_explain_load_error(path, error)) from error
     if not isinstance(model, keras.Model):
-        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a Keras model.")
+        raise ModelLoadError(f"{path} contains a {type(model).__name__}, not a Keras model.")
     return LoadedModel(model, path, config, custom_objects)
 
 

@@ -122,7 +122,7 @@ def _read_h5(path):
         ) from error
     if raw is None:
         raise ModelLoadError(
-            f"{path} holds weights only (no model_config); scan the file saved with "
+            f"{path} contains weights only (no model_config); scan the file saved with "
             "model.save(), or rebuild the model in code, load these weights and save it."
         )
     config = _parse_json(raw, path)

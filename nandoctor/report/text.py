@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_ROLE_STYLE = {"origin": "red", "propagation": "yellow"}
 _KIND_LABEL = {
     "nonfinite_input": "non-finite input data",
     "nonfinite_weights": "non-finite saved weights",
@@ -81,7 +82,7 @@ def _layer_table(report):
     table.add_column("gradient non-finite", justify="right")
     table.add_column("role")
     for row in report.layers:
-        style = "red" if row.role == "origin" else "yellow" if row.role == "propagation" else None
+        style = _ROLE_STYLE.get(row.role)
         table.add_row(row.name, row.layer_class, _number(row.output_absmax), str(row.output_nonfinite),
                       _number(row.gradient_absmax), str(row.gradient_nonfinite), row.role, style=style)
     return Group(table)

@@ -8,8 +8,8 @@ What it detects:
     branch that the backward pass multiplies by zero.
 
 Why it breaks training:
-    The loss looks fine, so the fault is invisible until the optimizer step
-    writes NaN into the weights; the next forward pass is then NaN everywhere.
+    The loss looks fine, so the fault stays invisible until the optimizer step
+    writes NaN into the weights. From then on, every forward pass is NaN.
 
 Example:
     inputs = keras.Input((4,))

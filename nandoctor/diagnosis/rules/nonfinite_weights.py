@@ -1,8 +1,8 @@
-"""Non-finite weights: the saved file already holds NaN or Inf weights.
+"""Non-finite weights: the saved file already contains NaN or Inf weights.
 
 What it detects:
     Any weight (trainable or not, including BatchNormalization moving
-    statistics) of any layer that holds NaN, +Inf or -Inf in the saved file.
+    statistics) of any layer that contains NaN, +Inf or -Inf in the saved file.
 
 Why it breaks training:
     Such a model computes NaN for every input. It usually means that training
@@ -26,7 +26,7 @@ Known limits:
 from nandoctor.diagnosis.rule import Rule
 
 RULE = Rule("ND701", "nonfinite-weights", "nonfinite_weights", "error",
-            "The saved model already holds NaN or Inf weights.", __doc__)
+            "The saved model already contains NaN or Inf weights.", __doc__)
 
 
 def fix():

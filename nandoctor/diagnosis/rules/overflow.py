@@ -2,7 +2,7 @@
 
 What it detects:
     An op such as Exp, Pow, Square, Mul, MatMul or a Cast to a narrower float
-    whose inputs are all finite but whose output holds +Inf or -Inf, because
+    whose inputs are all finite but whose output contains +Inf or -Inf, because
     the exact result is larger than the dtype's maximum (3.4e38 for float32,
     65504 for float16). Exp overflows in float32 once its argument passes 88.72.
 

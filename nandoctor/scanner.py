@@ -23,6 +23,9 @@ class LayerRow:
     gradient_nonfinite: int
     role: str
     """"origin", "propagation" or ""."""
+    outputs: list = field(default_factory=list)
+    """Per float output: NaN, +Inf and -Inf counts, finite min, max and max |x|,
+    samples affected and the first affected sample indices."""
 
 
 @dataclass
@@ -182,6 +185,7 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
             call.name, type(call.layer).__name__,
             max(absmax) if absmax else None, sum(s.nonfinite for s in record.outputs),
             max(grad_absmax) if grad_absmax else None, sum(s.nonfinite for s in grads), role,
+            [stats.as_dict() for stats in record.outputs],
         ))
 
     notes = []

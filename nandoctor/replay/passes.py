@@ -85,6 +85,7 @@ class CompiledReplay:
         self.loss = loss
         self.bad_variable_ids = set(bad_variable_ids)
         self._skip_layers = None
+        self._trainable_upstream = None
         self._function = None
 
     def _step(self, inputs, targets):
@@ -110,6 +111,11 @@ class CompiledReplay:
             return outputs
 
         with tf.GradientTape() as tape:
+            # Watching the inputs records layers that have no weights before
+            # them, so gradients reach every layer output.
+            for tensor in inputs:
+                if is_float(tensor):
+                    tape.watch(tensor)
             outputs = self.graph.run(list(inputs), hook)
             loss = self.loss(targets, outputs)
 
@@ -215,6 +221,7 @@ class CompiledReplay:
                 call.index for call in self.graph.calls
                 if any(id(w) in self.bad_variable_ids for w in call.layer.weights)
             }
+            self._trainable_upstream = _trainable_upstream(self.graph.calls)
         size = len(batch.inputs[0])
         masks = {}
         for k, item in enumerate(summary["inputs"]):
@@ -262,7 +269,12 @@ class CompiledReplay:
             if not forward_clean[call.index]:
                 continue
             arriving_finite = all(g is None or _count(g) == 0 for g in entry["grad_outputs"])
-            leaving = [g for g in entry["grad_inputs"] + entry["grad_weights"] if g is not None]
+            # A non-finite gradient with respect to the inputs matters only when
+            # it can reach a trainable weight upstream.
+            leaving = list(entry["grad_weights"])
+            if self._trainable_upstream[call.index]:
+                leaving += entry["grad_inputs"]
+            leaving = [g for g in leaving if g is not None]
             if arriving_finite and any(_count(g) for g in leaving):
                 _note(candidates, (call.index, "backward"), batch_index, batch)
         if outputs_finite and inputs_finite and targets_finite:
@@ -273,6 +285,19 @@ class CompiledReplay:
                 grad = grads[source[2]] if source[2] < len(grads) else None
                 if grad is not None and _count(grad):
                     _note(candidates, (None, "backward"), batch_index, batch)
+
+
+def _trainable_upstream(calls):
+    """Return, per call, whether a layer with trainable weights feeds it."""
+    flags = []
+    for call in calls:
+        upstream = False
+        for source in call.sources:
+            if source is not None and source[0] == "call":
+                producer = calls[source[1]]
+                upstream = upstream or flags[source[1]] or bool(producer.layer.trainable_weights)
+        flags.append(upstream)
+    return flags
 
 
 def _note(candidates, key, batch_index, batch):

@@ -31,15 +31,28 @@ def write_user_file(path, source):
 
 
 def save_lambda_model(keras, path, function, lambda_name="step"):
-    """Save Input(4) -> Dense(4) -> Lambda(function) -> Dense(1), compiled with mse."""
+    """Save Input(4) -> Dense(4) -> Lambda(function) -> Dense(1), compiled with MSE.
+
+    The loss is spelled "mean_squared_error" because Keras 3.15 cannot load a
+    compiled .h5 file whose loss is the alias "mse" (see test_h5_compiled_with_mse_alias).
+    """
     inputs = keras.Input((4,), name="x")
     hidden = keras.layers.Dense(4, name="dense")(inputs)
     mapped = keras.layers.Lambda(function, name=lambda_name)(hidden)
     outputs = keras.layers.Dense(1, name="head")(mapped)
     model = keras.Model(inputs, outputs, name="lambda_model")
-    model.compile(optimizer="adam", loss="mse")
+    model.compile(optimizer="adam", loss="mean_squared_error")
     model.save(str(path))
     return str(path)
+
+
+def file_creating_lambda(marker):
+    """Return a lambda that creates the file `marker`.
+
+    The path is a constant inside the lambda's bytecode, so the saved model
+    needs neither default arguments nor a closure to reach it.
+    """
+    return eval(f"lambda h: (open({str(marker)!r}, 'w').close(), h)[1]")
 
 
 def save_data(path, samples=32, features=4, seed=0):
@@ -86,8 +99,7 @@ def test_inline_lambda_needs_trust_code(keras, tmp_path, extension):
 @pytest.mark.parametrize("extension", [".keras", ".h5"])
 def test_safe_mode_runs_no_lambda_code(keras, tmp_path, extension):
     marker = tmp_path / "lambda_ran"
-    touch = lambda h, marker=str(marker): (open(marker, "w").close(), h)[1]  # noqa: E731
-    path = save_lambda_model(keras, tmp_path / f"m{extension}", touch, "touch")
+    path = save_lambda_model(keras, tmp_path / f"m{extension}", file_creating_lambda(marker), "touch")
     # Building the model calls the lambda once on symbolic tensors.
     assert marker.exists()
     marker.unlink()
@@ -99,6 +111,19 @@ def test_safe_mode_runs_no_lambda_code(keras, tmp_path, extension):
     # The same file with --trust-code does run the lambda, so the check above can fail.
     scan(path, trust_code=True)
     assert marker.exists()
+
+
+@pytest.mark.xfail(strict=True, reason="a .h5 model compiled with loss='mse' fails to load (ModelLoadError)")
+def test_h5_compiled_with_mse_alias(keras, tmp_path):
+    inputs = keras.Input((4,), name="x")
+    outputs = keras.layers.Dense(1, name="head")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="mse")
+    path = tmp_path / "m.h5"
+    model.save(str(path))
+
+    report = scan(str(path))
+    assert report.findings == []
 
 
 # Functions defined in the user's own Python file.

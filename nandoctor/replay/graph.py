@@ -115,3 +115,33 @@ def _graph_model(model):
 
 def _is_tensor(value):
     return hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+def copy_float_inputs(args, kwargs):
+    """Give a layer call its own copy of each float input tensor.
+
+    The gradient with respect to a copy is this call's share of the input's
+    gradient, even when other layers read the same tensor. Keras masks carried
+    on the tensor are kept.
+
+    Returns:
+        (args, kwargs, copies), with `copies` the new tensors in order.
+    """
+    import tensorflow as tf
+
+    from nandoctor.replay.stats import is_float
+
+    copies = []
+
+    def copy(value):
+        if tf.is_tensor(value) and is_float(value):
+            duplicate = tf.identity(value)
+            mask = getattr(value, "_keras_mask", None)
+            if mask is not None:
+                duplicate._keras_mask = mask
+            copies.append(duplicate)
+            return duplicate
+        return value
+
+    args, kwargs = tree.map_structure(copy, (args, kwargs))
+    return args, kwargs, copies

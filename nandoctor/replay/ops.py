@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
-from keras import tree
 from tensorflow.python.framework import op_callbacks  # NOTE: private TF module, present in TF 2.16-2.21.
 
+from nandoctor.replay.graph import copy_float_inputs
 from nandoctor.replay.stats import is_float
 
 # Frames from these packages are library code, so the op's source location is
@@ -89,19 +89,7 @@ def trace_batch(graph, loss, inputs, targets, targets_of_interest):
     watched = []
 
     def hook(call, args, kwargs):
-        copies = []
-
-        def copy(value):
-            if tf.is_tensor(value) and is_float(value):
-                duplicate = tf.identity(value)
-                mask = getattr(value, "_keras_mask", None)
-                if mask is not None:
-                    duplicate._keras_mask = mask
-                copies.append(duplicate)
-                return duplicate
-            return value
-
-        args, kwargs = tree.map_structure(copy, (args, kwargs))
+        args, kwargs, copies = copy_float_inputs(args, kwargs)
         if call.index not in targets_of_interest:
             return call.layer(*args, **kwargs)
         layer_inputs[call.index] = copies

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
-from nandoctor.replay.graph import LayerGraph
+from nandoctor.replay.graph import LayerGraph, copy_float_inputs
 from nandoctor.replay.stats import TensorStats, is_float, summarize
 
 logger = logging.getLogger(__name__)
@@ -92,19 +92,7 @@ class CompiledReplay:
         records = []
 
         def hook(call, args, kwargs):
-            copies = []
-
-            def copy(value):
-                if tf.is_tensor(value) and is_float(value):
-                    duplicate = tf.identity(value)
-                    mask = getattr(value, "_keras_mask", None)
-                    if mask is not None:
-                        duplicate._keras_mask = mask
-                    copies.append(duplicate)
-                    return duplicate
-                return value
-
-            args, kwargs = tree.map_structure(copy, (args, kwargs))
+            args, kwargs, copies = copy_float_inputs(args, kwargs)
             outputs = call.layer(*args, **kwargs)
             flat = [t for t in tree.flatten(outputs) if tf.is_tensor(t)]
             records.append((call, copies, flat))

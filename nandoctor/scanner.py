@@ -120,8 +120,6 @@ def _model_specs(model, path):
 
 
 def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, progress):
-    import numpy as np
-
     from nandoctor.diagnosis import build
     from nandoctor.replay.loss import build_loss
     from nandoctor.replay.ops import trace_batch
@@ -196,7 +194,6 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
             "input_keys": list(source.input_keys), "target_keys": list(source.target_keys)}
     model_info = {"path": loaded.path, "format": loaded.config.format, "name": model.name,
                   "layers": len(result.graph.calls), "parameters": int(model.count_params())}
-    del np
     return ScanReport(model_info, data, replay_loss.description, findings, layers, result.batches,
                       result.samples, notes)
 

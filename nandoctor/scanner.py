@@ -127,7 +127,7 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
     from nandoctor.diagnosis.op_analysis import first_backward_fault, first_forward_fault
 
     model = loaded.model
-    replay_loss = build_loss(model, loss_name, source.has_targets)
+    replay_loss = build_loss(model, loss_name, source.has_targets, loaded.loss)
     bad_variables = _nonfinite_variables(model)
     replay = CompiledReplay(model, replay_loss, bad_variable_ids={id(v) for v, *_ in bad_variables})
     try:

@@ -89,7 +89,7 @@ def _classify_forward(record, output):
     fault = OpFault("overflow", op, record.location, "", dtype, tuple(output.shape), nan, posinf, neginf, low, high, rows)
     bad_text = _bad_text(nan, posinf, neginf)
 
-    if op in DIVISION_OPS and len(record.input_values) > DIVISION_OPS[op]:
+    if op in DIVISION_OPS and len(record.input_values) > DIVISION_OPS[op] and _is_float(record.input_values[DIVISION_OPS[op]]):
         denominator = record.input_values[DIVISION_OPS[op]]
         zeros = denominator == 0
         if zeros.any():
@@ -100,7 +100,7 @@ def _classify_forward(record, output):
             fault.sentence = f"{op} denominator is exactly 0 in {int(zeros.sum())} element(s), giving {bad_text}"
             return fault
 
-    if op in DOMAIN_OPS and len(record.input_values) > DOMAIN_OPS[op]:
+    if op in DOMAIN_OPS and len(record.input_values) > DOMAIN_OPS[op] and _is_float(record.input_values[DOMAIN_OPS[op]]):
         x = record.input_values[DOMAIN_OPS[op]]
         sentence = _domain_sentence(op, x, record.input_values)
         if sentence is not None:
@@ -178,6 +178,8 @@ def _singular_rows(record, index):
     """Return a mask of elements where the op's derivative is infinite, or None."""
     op = record.op_type
     values = record.input_values
+    if not values or not all(_is_float(v) for v in values):
+        return None
     if op in ("Sqrt", "Rsqrt", "Log", "Reciprocal", "Inv"):
         mask = values[0] <= 0
     elif op == "Log1p":

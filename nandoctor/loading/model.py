@@ -30,7 +30,7 @@ _KERAS_BUILTIN_MODULES = (
 class LoadedModel:
     """A Keras model with what the scan needs to know about its file."""
 
-    def __init__(self, model, path, config, custom_objects):
+    def __init__(self, model, path, config, custom_objects, loss=None):
         self.model = model
         """The rebuilt `keras.Model`."""
         self.path = path
@@ -39,6 +39,8 @@ class LoadedModel:
         """The `ModelConfig` read before loading."""
         self.custom_objects = custom_objects
         """Names supplied to Keras while loading."""
+        self.loss = loss
+        """The compiled loss (a name, function, `Loss`, list or dict), or None."""
 
 
 def load_model(path, trust_code=False, custom_object_sources=()):
@@ -99,14 +101,35 @@ def load_model(path, trust_code=False, custom_object_sources=()):
         with _lambda_globals(custom_objects, enabled=trust_code), warnings.catch_warnings():
             # The optimizer's slots are not needed for a scan; Keras warns when it skips them.
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            # Keras 3's legacy HDF5 loader fails to compile a model saved with
+            # a loss alias such as "mse", so .h5 models load uncompiled and
+            # the loss is read from their training config below.
             model = keras.saving.load_model(
-                path, custom_objects=custom_objects, compile=True, safe_mode=not trust_code
+                path, custom_objects=custom_objects, compile=config.format == "keras",
+                safe_mode=not trust_code,
             )
+            loss = getattr(model, "loss", None)
+            if config.format == "h5" and config.compile_config:
+                loss = _deserialize_loss(config.compile_config.get("loss"), custom_objects)
     except Exception as error:  # Keras raises many types for a bad file.
         raise ModelLoadError(_explain_load_error(path, error)) from error
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"{path} contains a {type(model).__name__}, not a Keras model.")
-    return LoadedModel(model, path, config, custom_objects)
+    return LoadedModel(model, path, config, custom_objects, loss)
+
+
+def _deserialize_loss(spec, custom_objects):
+    """Rebuild the loss of a legacy training config: a name, a config, or a list or dict of them."""
+    import keras
+
+    if spec is None or isinstance(spec, str):
+        return spec
+    if isinstance(spec, list):
+        return [_deserialize_loss(item, custom_objects) for item in spec]
+    if isinstance(spec, dict) and "class_name" not in spec:
+        return {key: _deserialize_loss(item, custom_objects) for key, item in spec.items()}
+    with keras.saving.custom_object_scope(custom_objects):
+        return keras.losses.deserialize(spec)
 
 
 def _unresolved_names(config, custom_objects):

@@ -31,11 +31,13 @@ class ReplayLoss:
         return tf.add_n(total)
 
 
-def build_loss(model, loss_name=None, has_targets=True):
+def build_loss(model, loss_name=None, has_targets=True, compiled_loss=None):
     """Choose the loss for the backward replay.
 
     Args:
-        model: The loaded model; its compiled loss is used unless `loss_name` is given.
+        model: The loaded model.
+        compiled_loss: The loss saved with the model, used unless `loss_name`
+            is given. Defaults to `model.loss`.
         loss_name: A Keras loss identifier (such as "mse") that overrides the
             compiled loss, or None.
         has_targets: Whether the data has targets. Without them, the stand-in
@@ -51,7 +53,9 @@ def build_loss(model, loss_name=None, has_targets=True):
     if not has_targets:
         return ReplayLoss(None, STAND_IN_DESCRIPTION, False)
 
-    spec = loss_name if loss_name else getattr(model, "loss", None)
+    if compiled_loss is None:
+        compiled_loss = getattr(model, "loss", None)
+    spec = loss_name if loss_name else compiled_loss
     if spec is None:
         raise UsageError(
             "the model was saved without a compiled loss and the data has targets; "

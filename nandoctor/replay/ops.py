@@ -142,8 +142,12 @@ def trace_batch(graph, loss, inputs, targets, targets_of_interest):
 
 
 def _numpy(tensor):
+    """Return the tensor's value as numpy, or None for resource and variant handles."""
     if isinstance(tensor, tf.IndexedSlices):
         tensor = tf.convert_to_tensor(tensor)
+    dtype = getattr(tensor, "dtype", None)
+    if dtype is not None and dtype in (tf.resource, tf.variant):
+        return None
     try:
         return tensor.numpy()
     except AttributeError:

@@ -138,10 +138,11 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
             f"{' '.join(str(error).split())[:300]}; check the data shapes and --x-key."
         ) from error
 
-    findings = build.data_findings(result, source.input_keys, source.target_keys)
+    findings = build.data_findings(result, source.input_keys, source.target_keys,
+                                   [spec.name for spec in input_specs])
     findings += build.weight_findings(_weight_rows(bad_variables, result), result)
 
-    loss_label = "loss (" + replay_loss.description + ")"
+    loss_label = f"loss ({replay_loss.description})"
     by_batch = {}
     for candidate in result.candidates:
         by_batch.setdefault(candidate.first_batch, []).append(candidate)

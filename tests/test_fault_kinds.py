@@ -361,3 +361,53 @@ def test_multi_input_output_fault_branch(keras, tmp_path, user_functions):
     assert top.op == "Sqrt"
     assert top.propagated_to == ("level",)
     assert {f.layer for f in report.findings}.isdisjoint({"left", "left_dense", "score"})
+
+
+def test_nan_input_named_by_model_input(keras, tmp_path):
+    inputs = keras.Input((4,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(inputs))
+    model.compile(optimizer="adam", loss="mean_squared_error")
+    model.save(str(tmp_path / "m.keras"))
+    x = np.ones((8, 4), "float32")
+    x[2, 0] = np.inf
+    np.savez(tmp_path / "d.npz", x=x, y=np.zeros((8, 1), "float32"))
+
+    report = scan(str(tmp_path / "m.keras"), str(tmp_path / "d.npz"))
+    top = report.findings[0]
+    assert top.layer == "features"
+    assert top.evidence.details["array"] == "x"
+    assert top.evidence.posinf == 1
+
+
+def test_nan_target_fix_names_y(keras, tmp_path):
+    model = build_dense_stack(keras)
+    model.save(str(tmp_path / "m.keras"))
+    y = np.zeros((8, 1), "float32")
+    y[5, 0] = np.nan
+    np.savez(tmp_path / "d.npz", x=np.ones((8, 4), "float32"), y=y)
+
+    report = scan(str(tmp_path / "m.keras"), str(tmp_path / "d.npz"))
+    top = report.findings[0]
+    assert top.kind == "nonfinite_input"
+    assert top.layer is None
+    assert top.evidence.first_sample_indices == (5,)
+    assert "np.isfinite(y)" in top.fix
+
+
+def test_stand_in_loss_reaches_softmax(keras, tmp_path):
+    # Without targets, the stand-in gradient must not vanish behind a softmax,
+    # or sqrt at 0 before it would go unnoticed.
+    inputs = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(6, name="dense")(inputs)
+    root = keras.layers.Lambda(keras.ops.sqrt, name="root")(keras.layers.ReLU(name="relu")(hidden))
+    outputs = keras.layers.Dense(3, activation="softmax", name="probs")(root)
+    model = keras.Model(inputs, outputs)
+    model.save(str(tmp_path / "m.keras"))
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+
+    report = scan(str(tmp_path / "m.keras"), str(tmp_path / "x.npy"), trust_code=True)
+    top = report.findings[0]
+    assert top.kind == "infinite_gradient"
+    assert top.layer == "root"
+    assert top.op == "Sqrt"

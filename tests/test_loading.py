@@ -355,3 +355,31 @@ def test_data_file_missing(dense_model, tmp_path):
     with pytest.raises(DataLoadError) as error:
         scan(dense_model, str(tmp_path / "absent.npz"))
     assert "not found" in error.value.format_message()
+
+
+def test_target_shape_mismatch_rejected(keras, tmp_path):
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(inputs))
+    model.compile(optimizer="adam", loss="mean_squared_error")
+    model.save(str(tmp_path / "m.keras"))
+    np.savez(tmp_path / "d.npz", x=np.ones((10, 4), "float32"), y=np.ones((10, 3), "float32"))
+
+    with pytest.raises(DataLoadError) as error:
+        scan(str(tmp_path / "m.keras"), str(tmp_path / "d.npz"))
+    message = error.value.format_message()
+    assert "(10, 3)" in message
+    assert "--y-key" in message
+
+
+def test_text_file_as_npz_rejected(keras, tmp_path):
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(inputs))
+    model.save(str(tmp_path / "m.keras"))
+    data = tmp_path / "d.npz"
+    data.write_text("not numpy data\n")
+
+    with pytest.raises(DataLoadError) as error:
+        scan(str(tmp_path / "m.keras"), str(data))
+    message = error.value.format_message()
+    assert "not a valid npz archive" in message
+    assert "pickle" not in message

@@ -14,11 +14,15 @@ from nandoctor.diagnosis.rules import (
 )
 
 
-def data_findings(result, input_keys, target_keys):
-    """Return a finding per input or target array that contains NaN or Inf."""
+def data_findings(result, input_keys, target_keys, input_names):
+    """Return a finding per input or target array that contains NaN or Inf.
+
+    The finding's layer is the model input's name (None for targets), and the
+    array's key in the data file is in `evidence.details["array"]`.
+    """
     findings = []
     for role, keys, stats_list in (("input", input_keys, result.inputs), ("target", target_keys, result.targets)):
-        for key, stats in zip(keys, stats_list):
+        for position, (key, stats) in enumerate(zip(keys, stats_list)):
             if not stats.nonfinite:
                 continue
             rule = rule_for_kind("nonfinite_input")
@@ -29,7 +33,8 @@ def data_findings(result, input_keys, target_keys):
             )
             findings.append(Finding(
                 code=rule.code, rule=rule.name, kind=rule.kind, severity=rule.severity, phase="data",
-                layer=key if role == "input" else None, layer_class="InputLayer" if role == "input" else None,
+                layer=input_names[position] if role == "input" else None,
+                layer_class="InputLayer" if role == "input" else None,
                 op=None, location=None,
                 evidence=Evidence(sentence, nan=stats.nan, posinf=stats.posinf, neginf=stats.neginf,
                                   input_min=_finite_or_none(stats.min), input_max=_finite_or_none(stats.max),
@@ -37,7 +42,7 @@ def data_findings(result, input_keys, target_keys):
                                   batch=stats.first_batch, details={"array": key, "role": role}),
                 message=f"The data already contains NaN or Inf in {role} array '{key}'.",
                 fix=nonfinite_input.fix(role),
-                propagated_to=tuple(_descendant_names(result, ("input", input_keys.index(key)))) if role == "input" else (),
+                propagated_to=tuple(_descendant_names(result, ("input", position))) if role == "input" else (),
                 layer_index=-1,
             ))
     return findings
@@ -106,10 +111,10 @@ def origin_finding(result, candidate, fault, row_map, loss_label, layer_stats=No
             first = tuple(samples[:5])
         where = ""
         if first and candidate.phase == "forward" and candidate.samples:
-            where = f"; {affected} sample(s), first at index {first[0]}"
+            where = f"; {affected} sample(s) affected over all batches, first at index {first[0]}"
         elif first:
-            where = f"; {affected} sample(s) in the first failing batch, first at index {first[0]}"
-        evidence = Evidence(fault.sentence + where, dtype=fault.dtype, shape=fault.shape, nan=fault.nan,
+            where = f"; {affected} sample(s) affected, first at index {first[0]}"
+        evidence = Evidence(f"in batch {candidate.first_batch}, {fault.sentence}{where}", dtype=fault.dtype, shape=fault.shape, nan=fault.nan,
                             posinf=fault.posinf, neginf=fault.neginf, input_min=fault.input_min,
                             input_max=fault.input_max, samples_affected=affected, first_sample_indices=first,
                             batch=candidate.first_batch,

@@ -136,8 +136,9 @@ def open_data(path, input_specs, output_specs, x_keys=(), y_keys=(), max_samples
 
     for key, array, spec in zip(input_keys, inputs, input_specs):
         _check_array(path, key, array, spec, "input")
-    for key, array in zip(target_keys, targets):
+    for key, array, spec in zip(target_keys, targets, output_specs):
         _check_dtype(path, key, array)
+        _check_target_shape(path, key, array, spec)
     lengths = {key: len(array) for key, array in zip(input_keys + target_keys, inputs + targets)}
     if len(set(lengths.values())) > 1:
         sizes = ", ".join(f"{key}: {n}" for key, n in lengths.items())
@@ -181,7 +182,9 @@ class _NpzArrays:
             with np.load(path, allow_pickle=False) as archive:
                 self.keys = list(archive.files)
         except (OSError, ValueError, EOFError) as error:
-            raise DataLoadError(f"failed to read {path} as .npz ({error}); check that it was written with numpy.savez.") from error
+            raise DataLoadError(
+                f"failed to read {path} as .npz: it is not a valid npz archive; write it with numpy.savez."
+            ) from error
         self._cache = {}
 
     def __contains__(self, key):
@@ -311,6 +314,19 @@ def _check_array(path, key, array, spec, role):
             f"'{spec.name}' expects {_shape_text(expected)} (None is any size); reshape the data "
             "or select another array with --x-key."
         )
+
+
+def _check_target_shape(path, key, array, spec):
+    """Reject targets whose shape cannot match the output, allowing sparse class labels."""
+    expected = spec.shape
+    if array.ndim != len(expected):
+        return  # Sparse labels: (batch,) against (batch, classes).
+    for have, want in zip(array.shape[1:], expected[1:]):
+        if want is not None and have not in (want, 1):
+            raise DataLoadError(
+                f"{path}: target array '{key}' has shape {_shape_text(array.shape)}, but model output "
+                f"'{spec.name}' has shape {_shape_text(expected)}; select the right array with --y-key."
+            )
 
 
 def _shape_text(shape):

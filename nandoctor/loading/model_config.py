@@ -171,6 +171,8 @@ def _collect_references(node, layer_name, config):
         if "module" in node and not (module or "").startswith("keras"):
             config.custom_classes.append((class_name, node.get("registered_name"), module))
 
-    for value in node.values():
-        if isinstance(value, (dict, list)):
+    for key, value in node.items():
+        # The training config is walked on its own, so its loss is not
+        # attributed to the model's top-level layer.
+        if key != "compile_config" and isinstance(value, (dict, list)):
             _collect_references(value, layer_name, config)

@@ -3,11 +3,12 @@
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from nandoctor.errors import UsageError
 
-STAND_IN_DESCRIPTION = "stand-in loss: mean of all model outputs (the data has no targets)"
+STAND_IN_DESCRIPTION = "stand-in: mean of a fixed random projection of each output (the data has no targets)"
 
 
 @dataclass
@@ -22,7 +23,7 @@ class ReplayLoss:
 
     def __call__(self, targets, outputs):
         if self.functions is None:
-            return tf.add_n([tf.reduce_mean(tf.cast(out, tf.float32)) for out in outputs])
+            return tf.add_n([_projection(out, k) for k, out in enumerate(outputs)])
         total = []
         for function, target, output in zip(self.functions, targets, outputs):
             if target.dtype.is_floating and output.dtype.is_floating:
@@ -40,9 +41,9 @@ def build_loss(model, loss_name=None, has_targets=True, compiled_loss=None):
             is given. Defaults to `model.loss`.
         loss_name: A Keras loss identifier (such as "mse") that overrides the
             compiled loss, or None.
-        has_targets: Whether the data has targets. Without them, the stand-in
-            loss (the mean of all outputs) is used, whose gradient is non-zero
-            everywhere, so every gradient path can still be checked.
+        has_targets: Whether the data has targets. Without them, a stand-in
+            loss (see `_projection`) gives every output a non-zero gradient,
+            so every gradient path can still be checked.
 
     Returns:
         A `ReplayLoss`.
@@ -83,7 +84,23 @@ def build_loss(model, loss_name=None, has_targets=True, compiled_loss=None):
             raise UsageError(f"--loss {item}: unknown Keras loss; use a name such as mse.")
         custom = custom or _is_custom(function)
         functions.append(function)
-    return ReplayLoss(functions, "loss: " + ", ".join(_loss_name(f) for f in functions), custom)
+    return ReplayLoss(functions, ", ".join(_loss_name(f) for f in functions), custom)
+
+
+def _projection(output, seed):
+    """Return the batch mean of `sum(output * w)` for fixed standard normal weights `w`.
+
+    Unlike the plain mean, the gradient `w` differs between features, so it
+    does not vanish behind a softmax, whose outputs always sum to 1.
+    """
+    output = tf.cast(output, tf.float32)
+    shape = output.shape[1:]
+    if not shape.is_fully_defined():
+        return tf.reduce_mean(output)
+    weights = np.random.default_rng(seed).standard_normal(shape.as_list()).astype("float32")
+    axes = list(range(1, output.shape.rank))
+    projected = tf.reduce_sum(output * weights, axis=axes) if axes else output * weights
+    return tf.reduce_mean(projected)
 
 
 def _loss_name(function):

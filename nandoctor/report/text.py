@@ -33,7 +33,8 @@ def _headline(report):
     source = report.data["path"] or "random inputs"
     text = Text()
     text.append(f"nandoctor scan: {report.model['path']} on {source} ")
-    text.append(f"({report.samples} samples, {report.batches} batches; {report.loss})\n", style="dim")
+    batches = "1 batch" if report.batches == 1 else f"{report.batches} batches"
+    text.append(f"({report.samples} samples, {batches}; loss: {report.loss})\n", style="dim")
     if report.clean:
         text.append("clean: no NaN or Inf created in the forward or backward pass", style="bold green")
         return text

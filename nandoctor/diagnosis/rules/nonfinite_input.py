@@ -30,8 +30,9 @@ RULE = Rule("ND601", "nonfinite-input", "nonfinite_input", "error",
 
 def fix(role):
     """Write the fix for non-finite values in an input or target array."""
+    array = "y" if role == "target" else "x"
     return (
-        f"Drop or impute the {role} samples that hold NaN or Inf before training "
-        "(for example `keep = np.isfinite(x).reshape(len(x), -1).all(axis=1)`) and fix the "
-        "preprocessing step that produced them."
+        f"Drop or impute the samples whose {role} contains NaN or Inf before training "
+        f"(for example `keep = np.isfinite({array}).reshape(len({array}), -1).all(axis=1)`) and fix "
+        "the preprocessing step that produced them."
     )

@@ -76,7 +76,7 @@ def sqrt_gradient():
 
 
 def healthy():
-    """A small healthy regression network of similar size."""
+    """Build a small healthy regression network of similar size."""
     keras.utils.set_random_seed(4)
     inputs = keras.Input((4,), name="x")
     hidden = keras.layers.Dense(16, activation="relu", name="dense_1")(inputs)

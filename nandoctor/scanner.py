@@ -138,6 +138,7 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
             f"{' '.join(str(error).split())[:300]}; check the data shapes and --x-key."
         ) from error
 
+    logger.debug("replayed %s batches; %s candidate origins", result.batches, len(result.candidates))
     findings = build.data_findings(result, source.input_keys, source.target_keys,
                                    [spec.name for spec in input_specs])
     findings += build.weight_findings(_weight_rows(bad_variables, result), result)
@@ -151,10 +152,10 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
         rows = _finite_rows(batch)
         if not rows.size:
             continue
-        wanted = {c.call_index if c.call_index is not None else "loss" for c in candidates}
+        traced = {c.call_index if c.call_index is not None else "loss" for c in candidates}
         inputs = [x[rows] for x in batch.inputs]
         targets = [y[rows] for y in (batch.targets or [])]
-        trace = trace_batch(result.graph, replay_loss, inputs, targets, wanted)
+        trace = trace_batch(result.graph, replay_loss, inputs, targets, traced)
         row_map = batch.start + rows
         for candidate in candidates:
             records = trace.ops.get(candidate.call_index if candidate.call_index is not None else "loss", [])

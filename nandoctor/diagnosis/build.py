@@ -74,7 +74,7 @@ def weight_findings(bad_weights, result):
     return findings
 
 
-def origin_finding(result, candidate, fault, row_map, loss_label, layer_stats=None):
+def origin_finding(result, candidate, fault, row_map, loss_label):
     """Return the finding for one forward or backward origin.
 
     Args:
@@ -202,14 +202,14 @@ def _ancestor_names(result, index):
     """Names of layers upstream of call `index` whose gradients were non-finite."""
     if index is None:
         index = len(result.graph.calls)
-        wanted = {("call", s[1]) for s in result.graph.output_sources if s and s[0] == "call"}
+        upstream = {("call", s[1]) for s in result.graph.output_sources if s and s[0] == "call"}
     else:
-        wanted = {("call", s[1]) for s in result.graph.calls[index].sources if s and s[0] == "call"}
+        upstream = {("call", s[1]) for s in result.graph.calls[index].sources if s and s[0] == "call"}
     names = []
     for call in reversed(result.graph.calls[:index]):
-        if ("call", call.index) not in wanted:
+        if ("call", call.index) not in upstream:
             continue
-        wanted.update(("call", s[1]) for s in call.sources if s and s[0] == "call")
+        upstream.update(("call", s[1]) for s in call.sources if s and s[0] == "call")
         record = result.layers[call.index]
         grads = [s for s in record.grad_outputs if s is not None]
         if any(s.nonfinite for s in grads):

@@ -113,7 +113,7 @@ def open_data(path, input_specs, output_specs, x_keys=(), y_keys=(), max_samples
     elif extension == ".npy":
         arrays = {"x": _load_npy(path)}
         if not x_keys:
-            x_keys = ("x",) * 1
+            x_keys = ("x",)
         if len(input_specs) != 1:
             raise DataLoadError(
                 f"{path}: a .npy file contains one array, but the model has {len(input_specs)} "

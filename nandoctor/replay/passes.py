@@ -164,6 +164,7 @@ class CompiledReplay:
         target_signature = [
             tf.TensorSpec([None] + list(y.shape[1:]), tf.as_dtype(y.dtype)) for y in (batch.targets or [])
         ]
+        logger.debug("compiling the replay for inputs %s and targets %s", input_signature, target_signature)
         return tf.function(self._step, input_signature=[input_signature, target_signature])
 
     def _empty_result(self, summary):

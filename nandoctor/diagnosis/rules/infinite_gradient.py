@@ -20,7 +20,7 @@ Example:
 Fix:
     Add an epsilon where the derivative blows up (`tf.sqrt(x + 1e-8)`,
     `tf.math.log(x + 1e-7)`), or, for `tf.where(mask, f(x), 0)`, use the
-    double-where pattern so f never sees its bad inputs:
+    double-where pattern so f never receives the masked inputs:
     `safe = tf.where(mask, x, 1.0); y = tf.where(mask, f(safe), 0.0)`.
 
 Known limits:

@@ -15,8 +15,8 @@ Example:
 Fix:
     Restore an earlier checkpoint, or retrain with a lower learning rate and
     gradient clipping (`clipnorm=1.0`), stopping at the first NaN with
-    `keras.callbacks.TerminateOnNaN`; scan the model before the divergence to
-    find the origin.
+    `keras.callbacks.TerminateOnNaN`. Scan the model saved before the
+    divergence to find the origin.
 
 Known limits:
     The layers after a non-finite weight are not checked for faults of their

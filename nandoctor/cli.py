@@ -51,13 +51,16 @@ def cli():
 @click.option("--loss", metavar="NAME", help="Keras loss name to use instead of the model's compiled loss.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per replayed batch.")
 @click.option("--max-samples", type=int, default=None, help="Scan at most this many samples (default: all).")
+@click.option("--training-mode", is_flag=True,
+              help="Replay layers as in fit(): Dropout active, BatchNormalization on batch statistics. "
+                   "Default: inference mode.")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
               help="Lowest severity that makes the exit status 1.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Report format on stdout.")
 @click.option("--debug", is_flag=True, help="Show a traceback for internal errors and debug logs.")
 def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_size, max_samples,
-         fail_on, output_format, debug):
+         training_mode, fail_on, output_format, debug):
     """Scan MODEL (.keras or .h5) on DATA (.npz, .npy, .h5 or .hdf5).
 
     Without DATA, inputs are drawn from a standard normal distribution (seed 0).
@@ -69,7 +72,7 @@ def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_si
     try:
         report = run_scan(model, data, trust_code=trust_code, custom_objects=custom_objects,
                           x_keys=x_keys, y_keys=y_keys, loss=loss, batch_size=batch_size,
-                          max_samples=max_samples)
+                          max_samples=max_samples, training=training_mode)
     except NandoctorError:
         raise
     except KeyboardInterrupt:

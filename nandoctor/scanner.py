@@ -48,7 +48,7 @@ class ScanReport:
 
 
 def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_keys=(), y_keys=(),
-         loss=None, batch_size=DEFAULT_BATCH_SIZE, max_samples=None, progress=None):
+         loss=None, batch_size=DEFAULT_BATCH_SIZE, max_samples=None, training=False, progress=None):
     """Scan a saved model on data and return a `ScanReport`.
 
     Args:
@@ -63,6 +63,9 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
         loss: A Keras loss name that overrides the compiled loss.
         batch_size: Samples per replayed batch (default 64).
         max_samples: Read at most this many samples (default: all).
+        training: Replay layers in training mode: Dropout active and
+            BatchNormalization on batch statistics. Default False (inference).
+            The model file is never written, whatever the mode.
         progress: Optional callable taking the number of samples done.
 
     Returns:
@@ -90,7 +93,7 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
 
     source = open_data(data_path, input_specs, output_specs, x_keys, y_keys, max_samples)
     try:
-        report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, progress)
+        report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, progress)
     finally:
         source.close()
     report.timings = {"load_s": loaded_at - started, "scan_s": time.perf_counter() - loaded_at}
@@ -119,7 +122,7 @@ def _model_specs(model, path):
     return input_specs, output_specs
 
 
-def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, progress):
+def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, training, progress):
     from nandoctor.diagnosis import build
     from nandoctor.replay.loss import build_loss
     from nandoctor.replay.ops import trace_batch
@@ -129,7 +132,13 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
     model = loaded.model
     replay_loss = build_loss(model, loss_name, source.has_targets, loaded.loss)
     bad_variables = _nonfinite_variables(model)
-    replay = CompiledReplay(model, replay_loss, bad_variable_ids={id(v) for v, *_ in bad_variables})
+    if training:
+        import keras
+
+        # Dropout masks then repeat between the compiled pass and the op-level re-run.
+        keras.utils.set_random_seed(0)
+    replay = CompiledReplay(model, replay_loss, bad_variable_ids={id(v) for v, *_ in bad_variables},
+                            training=training)
     try:
         result = replay.run(source, input_specs, batch_size, progress)
     except (ValueError, TypeError) as error:
@@ -191,7 +200,12 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, pro
     notes = []
     if source.kind == "random":
         notes.append(f"no data file: inputs are {source.num_samples} samples drawn from a standard normal distribution (seed 0)")
-    notes.append("layers ran in inference mode (training=False): Dropout is off and BatchNormalization uses its moving statistics")
+    if training:
+        notes.append("layers ran in training mode (training=True): Dropout is active and BatchNormalization "
+                     "uses batch statistics; rerun without --training-mode for inference")
+    else:
+        notes.append("layers ran in inference mode (training=False): Dropout is off and BatchNormalization "
+                     "uses its moving statistics; rerun with --training-mode to replay as in fit()")
     data = {"path": source.path, "format": source.kind, "samples": result.samples, "batch_size": batch_size,
             "input_keys": list(source.input_keys), "target_keys": list(source.target_keys)}
     model_info = {"path": loaded.path, "format": loaded.config.format, "name": model.name,

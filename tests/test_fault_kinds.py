@@ -411,3 +411,23 @@ def test_stand_in_loss_reaches_softmax(keras, tmp_path):
     assert top.kind == "infinite_gradient"
     assert top.layer == "root"
     assert top.op == "Sqrt"
+
+
+def test_training_mode_uses_batch_statistics(keras, tmp_path):
+    # Moving variance 0 with epsilon 0 divides by zero in inference mode only:
+    # training mode normalizes with the batch variance instead.
+    inputs = keras.Input((4,), name="x")
+    normalized = keras.layers.BatchNormalization(epsilon=0.0, name="norm")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(normalized))
+    model.compile(optimizer="adam", loss="mean_squared_error")
+    gamma, beta, mean, variance = model.get_layer("norm").get_weights()
+    model.get_layer("norm").set_weights([gamma, beta, mean + 5.0, np.zeros_like(variance)])
+    model.save(str(tmp_path / "m.keras"))
+    data = save_data(tmp_path / "d.npz")
+
+    inference = scan(str(tmp_path / "m.keras"), data)
+    training = scan(str(tmp_path / "m.keras"), data, training=True)
+    assert inference.findings[0].layer == "norm"
+    assert inference.findings[0].kind == "division_by_zero"
+    assert training.findings == []
+    assert any("training mode" in note for note in training.notes)

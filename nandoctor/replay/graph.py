@@ -27,8 +27,10 @@ class LayerCall:
 class LayerGraph:
     """Flat list of the layer calls of a model, filled by the first `run`."""
 
-    def __init__(self, model):
+    def __init__(self, model, training=False):
         self.model = model
+        self.training = training
+        """Value passed as `training` to layers that take it and were not given one."""
         self.calls = []
         self.output_sources = []
         """Producer of each model output, in the form of `LayerCall.sources`."""
@@ -96,7 +98,7 @@ class LayerGraph:
         call = self.calls[index]
 
         if getattr(layer, "_call_has_training_arg", False) and kwargs.get("training") is None:
-            kwargs = dict(kwargs, training=False)
+            kwargs = dict(kwargs, training=self.training)
         outputs = hook(call, args, kwargs)
         for j, value in enumerate(tree.flatten(outputs)):
             producers[id(value)] = ("call", index, j)

@@ -71,7 +71,7 @@ class ReplayResult:
 class CompiledReplay:
     """Replays a model's forward and backward pass with in-graph checks."""
 
-    def __init__(self, model, loss, bad_variable_ids=()):
+    def __init__(self, model, loss, bad_variable_ids=(), training=False):
         """Prepare the replay.
 
         Args:
@@ -80,8 +80,10 @@ class CompiledReplay:
             bad_variable_ids: `id()` of variables whose saved values are
                 already non-finite. Layers that own one are not marked as
                 origins, because the weights finding explains them.
+            training: Run layers in training mode (Dropout active,
+                BatchNormalization on batch statistics).
         """
-        self.graph = LayerGraph(model)
+        self.graph = LayerGraph(model, training=training)
         self.loss = loss
         self.bad_variable_ids = set(bad_variable_ids)
         self._skip_layers = None

@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras import tree
 
 from nandoctor.replay.graph import LayerGraph, copy_float_inputs
-from nandoctor.replay.stats import TensorStats, is_float, summarize
+from nandoctor.replay.stats import TensorStats, is_float, pack, summarize, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,11 @@ class CompiledReplay:
         self.bad_variable_ids = set(bad_variable_ids)
         self._skip_layers = None
         self._trainable_upstream = None
-        self._function = None
+        self._functions = {}
+        """Compiled steps: False for the fast clean check, True for full counts."""
+        self._templates = {}
 
-    def _step(self, inputs, targets):
+    def _step(self, inputs, targets, detailed):
         records = []
 
         def hook(call, args, kwargs):
@@ -120,9 +122,16 @@ class CompiledReplay:
             sources.extend(weights)
         gradients = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
 
-        result = {"loss": summarize(tf.reshape(loss, [1]) if loss.shape.rank == 0 else loss),
-                  "inputs": [summarize(x) for x in inputs if is_float(x)],
-                  "targets": [summarize(y) for y in targets if is_float(y)],
+        def summary(tensor):
+            if tensor is None:
+                return None
+            if isinstance(tensor, tf.IndexedSlices):
+                tensor = tf.convert_to_tensor(tensor)
+            return summarize(tensor, detailed)
+
+        result = {"loss": summary(tf.reshape(loss, [1]) if loss.shape.rank == 0 else loss),
+                  "inputs": [summary(x) for x in inputs if is_float(x)],
+                  "targets": [summary(y) for y in targets if is_float(y)],
                   "layers": []}
         position = 0
         for (call, copies, flat), (n_out, n_in, n_w) in zip(records, layout):
@@ -130,24 +139,24 @@ class CompiledReplay:
             chunk = gradients[position:position + n_out + n_in + n_w]
             position += n_out + n_in + n_w
             result["layers"].append({
-                "outputs": [summarize(t) for t in float_outputs],
-                "grad_outputs": [_maybe_summary(g) for g in chunk[:n_out]],
-                "grad_inputs": [_maybe_summary(g) for g in chunk[n_out:n_out + n_in]],
-                "grad_weights": [_maybe_summary(g) for g in chunk[n_out + n_in:]],
+                "outputs": [summary(t) for t in float_outputs],
+                "grad_outputs": [summary(g) for g in chunk[:n_out]],
+                "grad_inputs": [summary(g) for g in chunk[n_out:n_out + n_in]],
+                "grad_weights": [summary(g) for g in chunk[n_out + n_in:]],
             })
-        return result
+        batch_size = tf.shape(inputs[0], out_type=tf.int32)[0]
+        self._templates[detailed], scalars, masks = pack(result, batch_size)
+        return scalars, masks
 
     def run(self, source, input_specs, batch_size, progress=None):
         """Replay every batch of `source` and return a `ReplayResult`."""
         result = None
         candidates = {}
         for batch_index, batch in enumerate(source.batches(batch_size, input_specs)):
-            if self._function is None:
-                self._function = self._trace(batch)
-            targets = batch.targets or []
-            summary = self._function([tf.convert_to_tensor(x) for x in batch.inputs],
-                                     [tf.convert_to_tensor(y) for y in targets])
-            summary = tree.map_structure(lambda t: None if t is None else t.numpy(), summary)
+            summary = self._summaries(batch, detailed=False)
+            if any(summary_flags_fault(item) for item in _leaves(summary)):
+                # Some tensor is not finite: redo the batch with full counts and per-sample flags.
+                summary = self._summaries(batch, detailed=True)
             if result is None:
                 result = self._empty_result(summary)
             self._fold(result, summary, batch, batch_index)
@@ -159,7 +168,15 @@ class CompiledReplay:
         result.candidates = sorted(candidates.values(), key=lambda c: (c.first_batch, c.phase != "forward", -1 if c.call_index is None else c.call_index))
         return result
 
-    def _trace(self, batch):
+    def _summaries(self, batch, detailed):
+        if detailed not in self._functions:
+            self._functions[detailed] = self._trace(batch, detailed)
+        inputs = [tf.convert_to_tensor(x) for x in batch.inputs]
+        targets = [tf.convert_to_tensor(y) for y in batch.targets or []]
+        scalars, masks = self._functions[detailed](inputs, targets)
+        return unpack(self._templates[detailed], scalars.numpy(), masks.numpy())
+
+    def _trace(self, batch, detailed):
         input_signature = [
             tf.TensorSpec([None] + list(x.shape[1:]), tf.as_dtype(x.dtype)) for x in batch.inputs
         ]
@@ -167,7 +184,8 @@ class CompiledReplay:
             tf.TensorSpec([None] + list(y.shape[1:]), tf.as_dtype(y.dtype)) for y in (batch.targets or [])
         ]
         logger.debug("compiling the replay for inputs %s and targets %s", input_signature, target_signature)
-        return tf.function(self._step, input_signature=[input_signature, target_signature])
+        return tf.function(lambda inputs, targets: self._step(inputs, targets, detailed),
+                           input_signature=[input_signature, target_signature])
 
     def _empty_result(self, summary):
         layers = []
@@ -309,9 +327,19 @@ def _sample_mask(item, size):
     return np.full(size, _count(item) > 0)
 
 
-def _maybe_summary(gradient):
-    if gradient is None:
-        return None
-    if isinstance(gradient, tf.IndexedSlices):
-        gradient = tf.convert_to_tensor(gradient)
-    return summarize(gradient)
+def summary_flags_fault(summary):
+    """Return whether a summary reports any non-finite value."""
+    return _count(summary) > 0
+
+
+def _leaves(node):
+    if node is None:
+        return
+    if isinstance(node, dict) and "nan" in node:
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _leaves(value)
+    else:
+        for value in node:
+            yield from _leaves(value)

@@ -2,6 +2,7 @@
 
 import logging
 import sys
+import traceback
 
 import click
 
@@ -11,7 +12,9 @@ from nandoctor.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    DataLoadError,
     NandoctorError,
+    model_code_error,
 )
 
 _SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
@@ -54,48 +57,78 @@ def cli():
 @click.option("--training-mode", is_flag=True,
               help="Replay layers as in fit(): Dropout active, BatchNormalization on batch statistics. "
                    "Default: inference mode.")
+@click.option("--fit-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Replay this many optimizer steps on an in-memory copy and diagnose the first step "
+                   "whose loss, gradients or weights turn non-finite. Needs targets.")
+@click.option("--from-init", is_flag=True,
+              help="With --fit-steps: start from freshly initialized weights (seed 0) instead of the file's.")
+@click.option("--optimizer", "optimizer_name", metavar="NAME",
+              help="With --fit-steps: Keras optimizer to use instead of the saved one (adam, sgd, ...).")
+@click.option("--learning-rate", type=float, help="With --fit-steps: learning rate to use instead of the saved one.")
+@click.option("--shuffle-seed", type=int,
+              help="With --fit-steps: shuffle the batches of each epoch with this seed. Default: file order.")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
               help="Lowest severity that makes the exit status 1.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Report format on stdout.")
 @click.option("--debug", is_flag=True, help="Show a traceback for internal errors and debug logs.")
 def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_size, max_samples,
-         training_mode, fail_on, output_format, debug):
+         training_mode, fit_steps, from_init, optimizer_name, learning_rate, shuffle_seed, fail_on,
+         output_format, debug):
     """Scan MODEL (.keras or .h5) on DATA (.npz, .npy, .h5 or .hdf5).
 
     Without DATA, inputs are drawn from a standard normal distribution (seed 0).
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    from nandoctor.scanner import scan as run_scan
+    if data is None and (x_keys or y_keys):
+        raise click.UsageError("--x-key and --y-key select arrays in DATA; pass a data file or drop them.")
 
     try:
+        from nandoctor.scanner import scan as run_scan
+
         report = run_scan(model, data, trust_code=trust_code, custom_objects=custom_objects,
                           x_keys=x_keys, y_keys=y_keys, loss=loss, batch_size=batch_size,
-                          max_samples=max_samples, training=training_mode)
+                          max_samples=max_samples, training=training_mode, fit_steps=fit_steps,
+                          from_init=from_init, optimizer=optimizer_name, learning_rate=learning_rate,
+                          shuffle_seed=shuffle_seed)
+    except DataLoadError as error:
+        # The scanner reports any ValueError or TypeError of the replay as a
+        # data problem; one that the model's own code raised is named as such.
+        code_error = model_code_error(error.__cause__) if error.__cause__ is not None else None
+        if code_error is not None:
+            raise code_error from error
+        raise
     except NandoctorError:
         raise
     except KeyboardInterrupt:
         click.echo("Error: interrupted before the scan finished; no findings to report.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as error:  # An unexpected exception is a bug, not a user error.
+    except Exception as error:  # An unexpected exception is a bug, unless the model's own code raised it.
+        user_error = model_code_error(error)
+        if user_error is not None:
+            raise user_error from error
         if debug:
-            raise
+            traceback.print_exc()
         message = " ".join(str(error).split())[:300]
         click.echo(f"Error: internal error ({type(error).__name__}: {message}); this is a bug in "
                    "nandoctor: rerun with --debug and report the traceback.", err=True)
         sys.exit(EXIT_INTERNAL)
 
-    if output_format == "json":
-        from nandoctor.report.json_report import dumps
+    try:
+        if output_format == "json":
+            from nandoctor.report.json_report import dumps
 
-        click.echo(dumps(report))
-    else:
-        from rich.console import Console
+            click.echo(dumps(report))
+        else:
+            from rich.console import Console
 
-        from nandoctor.report.text import render
+            from nandoctor.report.text import render
 
-        render(report, Console(highlight=False, soft_wrap=False))
+            render(report, Console(highlight=False, soft_wrap=False))
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted while printing the report; the output is incomplete.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
     if fail_on == "never":
         sys.exit(EXIT_OK)

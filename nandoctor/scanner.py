@@ -41,14 +41,23 @@ class ScanReport:
     samples: int
     notes: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    training: dict | None = None
+    """The `--fit-steps` replay: settings, break step and per-step numbers."""
 
     @property
     def clean(self):
         return not self.findings
 
+    def to_dict(self):
+        """Return the report as the JSON document's plain types (see README, "JSON output")."""
+        from nandoctor.report.json_report import to_dict
+
+        return to_dict(self)
+
 
 def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_keys=(), y_keys=(),
-         loss=None, batch_size=DEFAULT_BATCH_SIZE, max_samples=None, training=False, progress=None):
+         loss=None, batch_size=DEFAULT_BATCH_SIZE, max_samples=None, training=False, fit_steps=0,
+         from_init=False, optimizer=None, learning_rate=None, shuffle_seed=None, progress=None):
     """Scan a saved model on data and return a `ScanReport`.
 
     Args:
@@ -66,6 +75,13 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
         training: Replay layers in training mode: Dropout active and
             BatchNormalization on batch statistics. Default False (inference).
             The model file is never written, whatever the mode.
+        fit_steps: Replay this many optimizer steps after the scan (0: none),
+            stopping at the first non-finite loss, gradient or weight.
+        from_init: Replay training from freshly initialized weights (seed 0).
+        optimizer: A Keras optimizer name that overrides the saved one.
+        learning_rate: A learning rate that overrides the optimizer's.
+        shuffle_seed: Shuffle the training batches with this seed (default:
+            file order, as `model.fit(..., shuffle=False)`).
         progress: Optional callable taking the number of samples done.
 
     Returns:
@@ -94,10 +110,43 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
     source = open_data(data_path, input_specs, output_specs, x_keys, y_keys, max_samples)
     try:
         report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, progress)
+        if fit_steps:
+            _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps,
+                                 from_init, optimizer, learning_rate, shuffle_seed, trust_code)
     finally:
         source.close()
     report.timings = {"load_s": loaded_at - started, "scan_s": time.perf_counter() - loaded_at}
     return report
+
+
+def scan_model(model, x, y=None, *, batch_size=DEFAULT_BATCH_SIZE, training=False, loss=None):
+    """Scan an in-memory Keras model on arrays, as `scan` does for files.
+
+    Args:
+        model: A built Keras model. Its weights are read, never changed.
+        x: Inputs: an array, or a list with one array per model input.
+        y: Targets (an array or a list per output), or None for the stand-in loss.
+        batch_size: Samples per replayed batch.
+        training: Replay layers in training mode.
+        loss: A Keras loss name overriding `model.loss`.
+
+    Returns:
+        A `ScanReport`.
+    """
+    import numpy as np
+
+    from nandoctor.loading.data import DataSource
+    from nandoctor.loading.model import LoadedModel
+    from nandoctor.loading.model_config import ModelConfig
+
+    inputs = [np.asarray(a) for a in (x if isinstance(x, (list, tuple)) else [x])]
+    targets = [] if y is None else [np.asarray(a) for a in (y if isinstance(y, (list, tuple)) else [y])]
+    input_specs, output_specs = _model_specs(model, model.name)
+    loaded = LoadedModel(model, f"<in-memory model {model.name}>", ModelConfig("memory", {}, None), {},
+                         getattr(model, "loss", None))
+    source = DataSource(None, "memory", inputs, targets, [s.name for s in input_specs],
+                        [s.name for s in output_specs][:len(targets)], len(inputs[0]))
+    return _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, None)
 
 
 def _model_specs(model, path):
@@ -212,6 +261,35 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
                   "layers": len(result.graph.calls), "parameters": int(model.count_params())}
     return ScanReport(model_info, data, replay_loss.description, findings, layers, result.batches,
                       result.samples, notes)
+
+
+def _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps, from_init,
+                         optimizer, learning_rate, shuffle_seed, trust_code):
+    import dataclasses
+
+    from nandoctor.diagnosis.build import finalize
+    from nandoctor.training.run import replay_training
+
+    if not from_init and any(f.kind == "nonfinite_weights" for f in report.findings):
+        report.findings = [dataclasses.replace(f, step=-1) if f.kind == "nonfinite_weights" else f
+                           for f in report.findings]
+        report.notes.append("the training replay did not run because the saved weights are already "
+                            "non-finite; rerun with --from-init to replay from fresh weights")
+        return
+
+    def diagnose(model_state, batch_source):
+        # Training mode, as in the fit step that broke.
+        return _replay_and_diagnose(model_state, batch_source, input_specs, loss, batch_source.num_samples,
+                                    True, None)
+
+    findings, summary = replay_training(
+        loaded, source, input_specs, steps=fit_steps, batch_size=batch_size, loss_name=loss,
+        optimizer_name=optimizer, learning_rate=learning_rate, shuffle_seed=shuffle_seed,
+        from_init=from_init, trust_code=trust_code, diagnose=diagnose)
+    report.findings = finalize(report.findings + findings)
+    report.training = summary
+    if from_init:
+        report.notes.append("the training replay started from fresh weights (seed 0), not from the file's")
 
 
 def candidate_batch_release(candidates):

@@ -126,7 +126,73 @@ def deepiv_mixture(components=3):
     _save(model, "deepiv_mixture", instruments, treatment)
 
 
+def lr_divergence():
+    """Regression whose targets are not normalized: SGD at 0.01 diverges at step 3.
+
+    Saved untrained; `--fit-steps` finds the break, as `model.fit(x, y,
+    batch_size=32, shuffle=False)` does.
+    """
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((3,), name="x")
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(1, name="head")(hidden)
+    model = keras.Model(inputs, outputs, name="lr_divergence")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 3)).astype("float32")
+    y = (x @ np.array([[3.0], [-2.0], [1.0]]) * 1e4 + 5e4).astype("float32")
+    _save(model, "lr_divergence", x, y)
+
+
+def deepiv_training():
+    """DeepIV-style mixture network whose scale exp overflows after a few SGD steps.
+
+    One instrument is on a scale 20 times the others, and the log-scale head
+    reads the instruments directly, so each step grows it until exp overflows.
+    Saved untrained.
+    """
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((6,), name="x")
+    body = keras.layers.Dense(32, activation="tanh", name="body_1")(inputs)
+    logits = keras.layers.Dense(3, name="mixture_logits")(body)
+    weights = keras.layers.Lambda(fns.mixture_weights, name="mixture_weights")(logits)
+    means = keras.layers.Dense(3, name="means")(body)
+    log_scales = keras.layers.Dense(3, name="log_scales")(inputs)
+    scales = keras.layers.Lambda(fns.mixture_scales, name="scales")(log_scales)
+    outputs = keras.layers.Concatenate(name="mixture")([weights, means, scales])
+    model = keras.Model(inputs, outputs, name="deepiv_training")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02), loss=fns.mixture_nll)
+    rng = np.random.default_rng(5)
+    instruments = rng.normal(size=(512, 6)).astype("float32")
+    instruments[:, 0] *= 20.0
+    treatment = (instruments[:, 1:2] * 0.8 + 0.3 * rng.normal(size=(512, 1))).astype("float32") * 20
+    _save(model, "deepiv_training", instruments, treatment)
+
+
+def float16_overflow():
+    """Mixed-precision regression whose float16 activations pass 65504 while training.
+
+    Saved untrained with the mixed_float16 policy (the output layer in float32).
+    """
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(6)
+        inputs = keras.Input((8,), name="x")
+        hidden = keras.layers.Dense(32, activation="relu", name="hidden")(inputs)
+        hidden = keras.layers.Dense(32, activation="relu", name="hidden2")(hidden)
+        outputs = keras.layers.Dense(1, name="head", dtype="float32")(hidden)
+        model = keras.Model(inputs, outputs, name="float16_overflow")
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02), loss="mse")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(512, 8)).astype("float32") * 30
+    y = (x.sum(axis=1, keepdims=True) * 100).astype("float32")
+    _save(model, "float16_overflow", x, y)
+
+
 if __name__ == "__main__":
-    for build in (exp_overflow, division_by_zero, sqrt_gradient, healthy, deepiv_mixture):
+    for build in (exp_overflow, division_by_zero, sqrt_gradient, healthy, deepiv_mixture,
+                  lr_divergence, deepiv_training, float16_overflow):
         build()
         print(f"built {build.__name__}")

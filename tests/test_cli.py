@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from nandoctor.cli import cli
 from tests.conftest import REPO, sample
 
-JSON_KEYS = {"schema_version", "tool", "model", "data", "loss", "summary", "findings", "layers", "notes"}
+JSON_KEYS = {"schema_version", "tool", "model", "data", "loss", "summary", "findings", "layers", "notes", "training"}
 FINDING_KEYS = {"code", "rule", "kind", "severity", "phase", "layer", "layer_class", "op", "location",
-                "message", "evidence", "fix", "propagated_to"}
+                "message", "evidence", "fix", "propagated_to", "step"}
 SUMMARY_KEYS = {"status", "findings", "by_kind", "by_severity", "batches", "samples"}
 
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-PHASE_ORDER = {"data": 0, "weights": 1, "forward": 2, "backward": 3}
+PHASE_ORDER = {"data": 0, "weights": 1, "forward": 2, "backward": 3, "training": 4}
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Finding:
     kind: str
     severity: str
     phase: str
-    """"data", "weights", "forward" or "backward"."""
+    """"data", "weights", "forward", "backward" or "training"."""
     layer: str | None
     """Layer name, or None for the data or the loss."""
     layer_class: str | None
@@ -59,6 +59,9 @@ class Finding:
     """Layers downstream whose non-finite values come from this origin."""
     layer_index: int = -1
     """Position of the layer call in execution order, for ranking."""
+    step: int | None = None
+    """For training-replay findings: the 0-based optimizer step whose update
+    first produced a non-finite value (-1 when the saved weights already were)."""
 
     def sort_key(self):
         """Return the ranking key: severity, phase, first batch, layer order, most samples."""

@@ -1,23 +1,26 @@
 """The one table from code to rule. Codes are never renumbered or reused.
 
 Blocks of a hundred per family: ND1xx overflow, ND2xx division by zero,
-ND3xx invalid domain, ND4xx infinite gradient, ND5xx divergence in training
-(reserved), ND6xx bad input data, ND7xx bad saved state.
+ND3xx invalid domain, ND4xx infinite gradient, ND5xx divergence in training,
+ND6xx bad input data, ND7xx bad saved state.
 """
 
 from nandoctor.diagnosis.rules import (
+    divergence,
     division_by_zero,
+    exploding_gradient,
     infinite_gradient,
     invalid_domain,
     nonfinite_input,
     nonfinite_weights,
     overflow,
+    vanishing_gradient,
 )
 
 RULES = {
     module.RULE.code: module.RULE
-    for module in (overflow, division_by_zero, invalid_domain, infinite_gradient,
-                   nonfinite_input, nonfinite_weights)
+    for module in (overflow, division_by_zero, invalid_domain, infinite_gradient, divergence,
+                   exploding_gradient, vanishing_gradient, nonfinite_input, nonfinite_weights)
 }
 BY_KIND = {rule.kind: rule for rule in RULES.values()}
 

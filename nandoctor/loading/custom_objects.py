@@ -32,9 +32,16 @@ def import_custom_objects(sources):
         CustomObjectsError: A source is not found or raises while importing.
     """
     objects = {}
-    for source in sources:
-        module = _import_source(source)
-        objects.update(_public_objects(module))
+    # Importing would write a __pycache__ folder next to each user file and its
+    # sibling imports; a scan leaves the user's folders as they were.
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        for source in sources:
+            module = _import_source(source)
+            objects.update(_public_objects(module))
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
     return objects
 
 

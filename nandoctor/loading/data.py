@@ -6,6 +6,8 @@ datasets are sliced per batch, so files larger than memory can be scanned.
 """
 
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +17,10 @@ from nandoctor.errors import DataLoadError
 RANDOM_SAMPLES = 64
 """Number of samples drawn when no data file is given and --max-samples is unset."""
 RANDOM_SEED = 0
+
+# Exceptions that numpy and zipfile raise for a truncated or corrupted archive.
+# BadZipFile and zlib.error subclass neither OSError nor ValueError.
+_ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -58,18 +64,52 @@ class DataSource:
         return bool(self._targets)
 
     def batches(self, batch_size, input_specs):
-        """Yield `Batch` objects in file order, cast to the model's input dtypes."""
+        """Yield `Batch` objects in file order, cast to the model's input dtypes.
+
+        Raises:
+            DataLoadError: A batch cannot be read, or an input value does not
+                fit the model's input dtype (such as 1e300 for float32).
+        """
         for start in range(0, self.num_samples, batch_size):
             stop = min(start + batch_size, self.num_samples)
             inputs = [
-                np.asarray(array[start:stop]).astype(spec.dtype, copy=False)
-                for array, spec in zip(self._inputs, input_specs)
+                _cast_input(self._read(array, key, start, stop), self.path, key, spec, start)
+                for array, key, spec in zip(self._inputs, self.input_keys, input_specs)
             ]
             targets = None
             if self._targets:
-                targets = [np.asarray(array[start:stop]) for array in self._targets]
+                targets = [self._read(array, key, start, stop) for array, key in zip(self._targets, self.target_keys)]
                 targets = [t.astype("float32") if t.dtype.kind == "f" and t.dtype.itemsize < 4 else t for t in targets]
             yield Batch(start, inputs, targets)
+
+    def _read(self, array, key, start, stop):
+        """Read samples `start:stop` of one array; an HDF5 dataset is read from disk here."""
+        try:
+            return np.asarray(array[start:stop])
+        except (OSError, KeyError, RuntimeError) as error:  # h5py's errors for a damaged file
+            raise DataLoadError(
+                f"failed to read samples {start} to {stop - 1} of array '{key}' from {self.path} "
+                f"({error}); the file may be truncated or corrupted, so write it again."
+            ) from error
+
+    def take(self, indices, input_specs):
+        """Return the samples at `indices` (positions in the file) as one `Batch`.
+
+        `start` is the first index; for a shuffled batch the positions are not
+        contiguous, so callers keep `indices` to name samples.
+        """
+        indices = np.asarray(indices)
+        order = np.argsort(indices)
+        ordered = indices[order]
+        restore = np.argsort(order)
+
+        def gather(array):
+            # h5py reads only increasing index lists, so read sorted and restore the order.
+            return np.asarray(array[ordered.tolist()] if self.kind == "h5" else array[ordered])[restore]
+
+        inputs = [gather(array).astype(spec.dtype, copy=False) for array, spec in zip(self._inputs, input_specs)]
+        targets = [gather(array) for array in self._targets] if self._targets else None
+        return Batch(int(indices[0]) if len(indices) else 0, inputs, targets)
 
     def close(self):
         if self._handle is not None:
@@ -105,6 +145,7 @@ def open_data(path, input_specs, output_specs, x_keys=(), y_keys=(), max_samples
         raise DataLoadError(f"{path} is a directory; expected a .npz, .npy, .h5 or .hdf5 data file.")
     if not os.path.isfile(path):
         raise DataLoadError(f"data file not found: {path}")
+    _check_readable(path)
 
     extension = os.path.splitext(path)[1].lower()
     handle = None
@@ -129,29 +170,73 @@ def open_data(path, input_specs, output_specs, x_keys=(), y_keys=(), max_samples
             f"{path}: unsupported data file extension '{extension}'; use .npz, .npy, .h5 or .hdf5."
         )
 
-    input_keys = _input_keys(path, arrays, input_specs, x_keys)
-    inputs = [arrays[key] for key in input_keys]
-    target_keys = _target_keys(path, arrays, output_specs, y_keys)
-    targets = [arrays[key] for key in target_keys]
+    try:
+        input_keys = _input_keys(path, arrays, input_specs, x_keys)
+        inputs = [arrays[key] for key in input_keys]
+        target_keys = _target_keys(path, arrays, output_specs, y_keys)
+        targets = [arrays[key] for key in target_keys]
 
-    for key, array, spec in zip(input_keys, inputs, input_specs):
-        _check_array(path, key, array, spec, "input")
-    for key, array, spec in zip(target_keys, targets, output_specs):
-        _check_dtype(path, key, array)
-        _check_target_shape(path, key, array, spec)
-    lengths = {key: len(array) for key, array in zip(input_keys + target_keys, inputs + targets)}
-    if len(set(lengths.values())) > 1:
-        sizes = ", ".join(f"{key}: {n}" for key, n in lengths.items())
-        raise DataLoadError(f"{path}: arrays have different numbers of samples ({sizes}); give every array the same first dimension.")
-    num_samples = next(iter(lengths.values()))
-    if num_samples == 0:
-        raise DataLoadError(f"{path}: the arrays hold zero samples; pass a file with at least one sample.")
-    if max_samples is not None:
-        num_samples = min(num_samples, max_samples)
+        for key, array, spec in zip(input_keys, inputs, input_specs):
+            _check_array(path, key, array, spec, "input")
+        for key, array, spec in zip(target_keys, targets, output_specs):
+            _check_dtype(path, key, array)
+            _check_target_shape(path, key, array, spec)
+        lengths = {key: len(array) for key, array in zip(input_keys + target_keys, inputs + targets)}
+        if len(set(lengths.values())) > 1:
+            sizes = ", ".join(f"{key}: {n}" for key, n in lengths.items())
+            raise DataLoadError(f"{path}: arrays have different numbers of samples ({sizes}); give every array the same first dimension.")
+        num_samples = next(iter(lengths.values()))
+        if num_samples == 0:
+            raise DataLoadError(f"{path}: the arrays hold zero samples; pass a file with at least one sample.")
+        if max_samples is not None:
+            num_samples = min(num_samples, max_samples)
+    except BaseException:
+        if handle is not None:
+            handle.close()
+        raise
 
     source = DataSource(path, extension.lstrip(".").replace("hdf5", "h5"), inputs, targets, input_keys, target_keys, num_samples)
     source._handle = handle
     return source
+
+
+def _check_readable(path):
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise DataLoadError(
+            f"cannot read data file {path}: {error.strerror}; check the file's permissions."
+        ) from error
+
+
+def _cast_input(values, path, key, spec, start):
+    """Cast one batch of an input array to the model's input dtype.
+
+    A cast that changes a value, such as float64 1e300 to float32 (+Inf) or
+    int64 2**40 to int32, raises instead of handing the model values that the
+    file does not contain.
+    """
+    dtype = np.dtype(spec.dtype)
+    if values.dtype == dtype:
+        return values
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = values.astype(dtype)
+    if dtype.kind == "f":
+        changed = np.isfinite(values) & ~np.isfinite(cast)
+    else:
+        changed = cast != values
+    if changed.any():
+        flat = np.flatnonzero(changed.reshape(len(values), -1).any(axis=1))
+        sample = int(flat[0])
+        value = values[sample][changed[sample]].flat[0] if values.ndim > 1 else values[sample]
+        limit = np.finfo(dtype).max if dtype.kind == "f" else np.iinfo(dtype).max
+        raise DataLoadError(
+            f"{path}: array '{key}' holds {value:.6g} at sample {start + sample}, which does not fit "
+            f"the {dtype} of model input '{spec.name}' (largest magnitude {limit:.6g}); rescale "
+            "the data or drop those samples."
+        )
+    return cast
 
 
 def _random_source(input_specs, max_samples):
@@ -181,7 +266,7 @@ class _NpzArrays:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 self.keys = list(archive.files)
-        except (OSError, ValueError, EOFError) as error:
+        except _ARCHIVE_ERRORS as error:
             raise DataLoadError(
                 f"failed to read {path} as .npz: it is not a valid npz archive; write it with numpy.savez."
             ) from error
@@ -201,9 +286,15 @@ class _NpzArrays:
                         f"{self.path}: array '{key}' is an object array, which would need "
                         "unpickling; nandoctor never loads pickles, so save it as a numeric array."
                     ) from error
-                raise DataLoadError(f"failed to read array '{key}' from {self.path}: {error}") from error
-            except (OSError, EOFError) as error:
-                raise DataLoadError(f"failed to read array '{key}' from {self.path}: {error}") from error
+                raise DataLoadError(
+                    f"failed to read array '{key}' from {self.path} ({error}); the file may be "
+                    "truncated or corrupted, so write it again with numpy.savez."
+                ) from error
+            except _ARCHIVE_ERRORS as error:
+                raise DataLoadError(
+                    f"failed to read array '{key}' from {self.path} ({error}); the file may be "
+                    "truncated or corrupted, so write it again with numpy.savez."
+                ) from error
         return self._cache[key]
 
 
@@ -211,14 +302,21 @@ def _load_npy(path):
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:
-        if "allow_pickle" in str(error) or "Object arrays" in str(error):
+        # numpy rejects an object array with one of these, with or without mmap_mode.
+        if any(text in str(error) for text in ("allow_pickle", "Object arrays", "Python objects")):
             raise DataLoadError(
                 f"{path} contains an object array, which would need unpickling; nandoctor "
                 "never loads pickles, so save it as a numeric array."
             ) from error
-        raise DataLoadError(f"failed to read {path} as .npy ({error}).") from error
-    except OSError as error:
-        raise DataLoadError(f"failed to read {path} as .npy ({error}).") from error
+        raise DataLoadError(
+            f"failed to read {path} as .npy ({error}); the file may be truncated or corrupted, "
+            "so write it again with numpy.save."
+        ) from error
+    except (OSError, EOFError) as error:
+        raise DataLoadError(
+            f"failed to read {path} as .npy ({error or 'the file is empty'}); write it again "
+            "with numpy.save."
+        ) from error
 
 
 def _open_h5(path):
@@ -238,7 +336,14 @@ class _H5Arrays:
 
         self.path = path
         self.keys = []
-        handle.visititems(lambda name, obj: self.keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+        try:
+            handle.visititems(lambda name, obj: self.keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+        except (OSError, KeyError, RuntimeError) as error:  # h5py's errors for a damaged file
+            handle.close()
+            raise DataLoadError(
+                f"failed to list the datasets in {path} ({error}); the file may be truncated or "
+                "corrupted, so write it again."
+            ) from error
         self._handle = handle
 
     def __contains__(self, key):
@@ -293,6 +398,11 @@ def _target_keys(path, arrays, output_specs, y_keys):
 
 def _check_dtype(path, key, array):
     kind = array.dtype.kind
+    if kind == "c":
+        raise DataLoadError(
+            f"{path}: array '{key}' has the complex dtype {array.dtype}, which Keras layers do not "
+            "take; save the real part (or the real and imaginary parts as two features) as float32."
+        )
     if kind not in "biuf":
         raise DataLoadError(
             f"{path}: array '{key}' has dtype {array.dtype}, which is not numeric; save it as float32 (or integer ids for an Embedding input)."
@@ -317,10 +427,20 @@ def _check_array(path, key, array, spec, role):
 
 
 def _check_target_shape(path, key, array, spec):
-    """Reject targets whose shape cannot match the output, allowing sparse class labels."""
+    """Reject targets whose shape cannot match the output.
+
+    A rank one above or below the output's is accepted, because Keras losses
+    squeeze or expand a trailing axis of size 1 and sparse class labels are
+    (batch,) against an output of (batch, classes).
+    """
     expected = spec.shape
+    if array.ndim == 0 or abs(array.ndim - len(expected)) > 1:
+        raise DataLoadError(
+            f"{path}: target array '{key}' has shape {_shape_text(array.shape)}, but model output "
+            f"'{spec.name}' has shape {_shape_text(expected)}; select the right array with --y-key."
+        )
     if array.ndim != len(expected):
-        return  # Sparse labels: (batch,) against (batch, classes).
+        return
     for have, want in zip(array.shape[1:], expected[1:]):
         if want is not None and have not in (want, 1):
             raise DataLoadError(

@@ -10,6 +10,7 @@ from nandoctor.errors import (
     MissingCustomObjectsError,
     ModelLoadError,
     UntrustedCodeError,
+    model_code_error,
 )
 from nandoctor.loading.custom_objects import import_custom_objects
 from nandoctor.loading.model_config import read_model_config
@@ -251,10 +252,16 @@ def _explain_load_error(path, error):
                 "when Keras rebuilds it; pass --custom-objects FILE that defines "
                 f"'{name}'."
             )
-    text = " ".join(str(error).split())
+    code_error = model_code_error(error)
+    if code_error is not None:
+        return f"failed to load {path}: {code_error.format_message()}"
+    # Keras wraps the error of a nested layer in one error per enclosing
+    # object; the innermost one names the actual problem.
+    root = chain[-1]
+    text = " ".join(str(root).split())
     if len(text) > 300:
         text = text[:300] + "..."
     return (
-        f"failed to load {path}: {type(error).__name__}: {text}; check that the file "
+        f"failed to load {path}: {type(root).__name__}: {text}; check that the file "
         "was saved with Keras 3 (model.save) and is complete."
     )

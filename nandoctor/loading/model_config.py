@@ -9,9 +9,15 @@ refers to by name, before any of the file's code can run.
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 from nandoctor.errors import ModelLoadError
+
+# The first 8 bytes of an HDF5 file written from offset 0, as Keras writes it.
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# The first 4 bytes of a zip archive (a local file header), as Keras writes a .keras file.
+_ZIP_SIGNATURE = b"PK\x03\x04"
 
 # Config entries with these class names are serialization markers, not classes.
 _MARKER_CLASS_NAMES = frozenset(
@@ -62,28 +68,41 @@ def read_model_config(path):
         raise ModelLoadError(f"{path} is a directory; expected a .keras or .h5 model file.")
     if not os.path.exists(path):
         raise ModelLoadError(f"model file not found: {path}")
+    try:
+        with open(path, "rb") as handle:
+            signature = handle.read(8)
+    except OSError as error:
+        raise ModelLoadError(
+            f"cannot read model file {path}: {error.strerror}; check the file's permissions."
+        ) from error
 
     if zipfile.is_zipfile(path):
         architecture, compile_config = _read_keras_zip(path)
         config = ModelConfig("keras", architecture, compile_config)
-    elif _is_hdf5(path):
+    elif signature == _HDF5_SIGNATURE:
         architecture, compile_config = _read_h5(path)
         config = ModelConfig("h5", architecture, compile_config)
+    elif signature.startswith(_ZIP_SIGNATURE):
+        raise ModelLoadError(
+            f"{path} starts like a zip archive but lacks the directory at its end, so it is "
+            "truncated or corrupted; save the model again."
+        )
     else:
         raise ModelLoadError(
             f"{path} is neither a Keras zip archive nor an HDF5 file; save the model "
             "with model.save('model.keras') and scan that file."
         )
 
-    _collect_references(architecture, None, config)
-    if compile_config:
-        _collect_references(compile_config.get("loss"), "loss", config)
+    try:
+        _collect_references(architecture, None, config)
+        if compile_config:
+            _collect_references(compile_config.get("loss"), "loss", config)
+    except RecursionError as error:
+        raise ModelLoadError(
+            f"the model config in {path} is nested too deeply to read; a saved Keras model "
+            "never is, so the file is corrupted: save the model again."
+        ) from error
     return config
-
-
-def _is_hdf5(path):
-    with open(path, "rb") as handle:
-        return handle.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
 def _read_keras_zip(path):
@@ -96,14 +115,14 @@ def _read_keras_zip(path):
                     "model; save the model with model.save('model.keras')."
                 )
             text = archive.read("config.json")
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError) as error:
         raise ModelLoadError(
             f"failed to read {path} as a .keras archive ({error}); the file may be "
             "truncated or corrupted, so save the model again."
         ) from error
     config = _parse_json(text, path)
     compile_config = config.get("compile_config") if isinstance(config, dict) else None
-    return config, compile_config
+    return config, compile_config if isinstance(compile_config, dict) else None
 
 
 def _read_h5(path):
@@ -115,7 +134,7 @@ def _read_h5(path):
         with h5py.File(path, "r") as handle:
             raw = handle.attrs.get("model_config")
             training = handle.attrs.get("training_config")
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py's errors for a damaged file
         raise ModelLoadError(
             f"failed to read {path} as HDF5 ({error}); the file may be truncated or "
             "corrupted, so save the model again."
@@ -127,14 +146,24 @@ def _read_h5(path):
         )
     config = _parse_json(raw, path)
     compile_config = _parse_json(training, path) if training is not None else None
-    return config, compile_config
+    return config, compile_config if isinstance(compile_config, dict) else None
 
 
 def _parse_json(raw, path):
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", errors="replace")
+    if not isinstance(raw, str):
+        raise ModelLoadError(
+            f"the model config in {path} is stored as {type(raw).__name__}, not as JSON text; "
+            "save the model again with model.save()."
+        )
     try:
         return json.loads(raw)
+    except RecursionError as error:
+        raise ModelLoadError(
+            f"the model config in {path} is nested too deeply to parse; a saved Keras model "
+            "never is, so the file is corrupted: save the model again."
+        ) from error
     except ValueError as error:
         raise ModelLoadError(
             f"the model config in {path} is not valid JSON ({error}); save the model again."

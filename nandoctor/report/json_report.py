@@ -32,6 +32,7 @@ def to_dict(report):
         "findings": [_finding(f) for f in report.findings],
         "layers": [dataclasses.asdict(row) for row in report.layers],
         "notes": list(report.notes),
+        "training": report.training,
     }
     return _clean(document)
 
@@ -60,6 +61,7 @@ def _finding(finding):
         "evidence": evidence,
         "fix": finding.fix,
         "propagated_to": list(finding.propagated_to),
+        "step": finding.step,
     }
 
 

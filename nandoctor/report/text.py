@@ -1,5 +1,6 @@
 """The terminal report, rendered with rich."""
 
+import math
 import os
 
 from rich.console import Group
@@ -16,7 +17,11 @@ _KIND_LABEL = {
     "division_by_zero": "division by zero",
     "invalid_domain": "invalid domain",
     "infinite_gradient": "infinite gradient",
+    "divergence": "divergence in training",
+    "exploding_gradient": "exploding gradient",
+    "vanishing_gradient": "vanishing gradient",
 }
+_BAR_WIDTH = 24
 
 
 def render(report, console):
@@ -25,6 +30,8 @@ def render(report, console):
     for rank, finding in enumerate(report.findings, start=1):
         console.print(_finding_panel(rank, finding))
     console.print(_layer_table(report))
+    if report.training:
+        console.print(_training_table(report.training))
     for note in report.notes:
         console.print(Text(f"note: {note}", style="dim"))
 
@@ -54,6 +61,8 @@ def _finding_panel(rank, finding):
     lines.append(f"{place}, {finding.phase} pass" if finding.phase in ("forward", "backward") else place)
     if finding.op:
         lines.append(f", op {finding.op}")
+    if finding.step is not None:
+        lines.append(f", training step {finding.step}")
     lines.append("\n")
     if finding.location:
         lines.append("source    ", style="dim")
@@ -89,6 +98,40 @@ def _layer_table(report):
     return Group(table)
 
 
+def _training_table(training):
+    """Render the loss and gradient norm per replayed step, with a log-scale bar."""
+    optimizer = training["optimizer"]
+    title = (f"Training replay: {training['steps_run']} of {training['steps_requested']} steps, "
+             f"{optimizer['class']} at learning rate {optimizer['learning_rate']:g}"
+             if optimizer.get("learning_rate") is not None else
+             f"Training replay: {training['steps_run']} of {training['steps_requested']} steps, {optimizer['class']}")
+    table = Table(title=title, title_justify="left")
+    table.add_column("step", justify="right")
+    table.add_column("loss", justify="right")
+    table.add_column("gradient norm", justify="right")
+    table.add_column("log10 gradient norm")
+    table.add_column("max update/weight", justify="right")
+    norms = [row["grad_norm"] for row in training["per_step"] if math.isfinite(row["grad_norm"]) and row["grad_norm"] > 0]
+    low = math.log10(min(norms)) if norms else 0.0
+    high = math.log10(max(norms)) if norms else 1.0
+    for row in training["per_step"]:
+        broke = row["step"] == training.get("break_step")
+        table.add_row(str(row["step"]), _number(row["loss"]), _number(row["grad_norm"]),
+                      _bar(row["grad_norm"], low, high), _number(row["max_update_ratio"]),
+                      style="red" if broke else None)
+    return table
+
+
+def _bar(value, low, high):
+    if not math.isfinite(value):
+        return "non-finite"
+    if value <= 0:
+        return ""
+    span = max(high - low, 1e-12)
+    filled = 1 + round((math.log10(value) - low) / span * (_BAR_WIDTH - 1))
+    return "#" * filled
+
+
 def _short_path(path):
     """Return `path` relative to the working directory when it lies inside it."""
     try:
@@ -101,4 +144,6 @@ def _short_path(path):
 def _number(value):
     if value is None:
         return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return f"{value:.3g}"

@@ -33,5 +33,7 @@ def fix():
     """Write the fix for non-finite saved weights."""
     return (
         "Restore a checkpoint from before training diverged, or retrain with a lower learning "
-        "rate and `clipnorm=1.0`, stopping at the first NaN with `keras.callbacks.TerminateOnNaN`."
+        "rate and `clipnorm=1.0`, stopping at the first NaN with `keras.callbacks.TerminateOnNaN`; "
+        "`nandoctor scan MODEL DATA --fit-steps 100 --from-init` replays training from fresh "
+        "weights to find where it breaks."
     )

@@ -1,0 +1,1 @@
+"""Replaying optimizer steps to catch faults that appear only while fitting."""

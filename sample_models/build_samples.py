@@ -147,9 +147,9 @@ def lr_divergence():
 def deepiv_training():
     """DeepIV-style mixture network whose scale exp overflows after a few SGD steps.
 
-    One instrument is on a scale 20 times the others, and the log-scale head
-    reads the instruments directly, so each step grows it until exp overflows.
-    Saved untrained.
+    One instrument is non-negative and on a scale 20 times the others, and the
+    log-scale head reads the instruments directly, so each SGD step grows the
+    log-scales of large-instrument samples until exp overflows. Saved untrained.
     """
     keras.utils.set_random_seed(5)
     inputs = keras.Input((6,), name="x")
@@ -164,7 +164,7 @@ def deepiv_training():
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02), loss=fns.mixture_nll)
     rng = np.random.default_rng(5)
     instruments = rng.normal(size=(512, 6)).astype("float32")
-    instruments[:, 0] *= 20.0
+    instruments[:, 0] = np.abs(instruments[:, 0]) * 20.0
     treatment = (instruments[:, 1:2] * 0.8 + 0.3 * rng.normal(size=(512, 1))).astype("float32") * 20
     _save(model, "deepiv_training", instruments, treatment)
 
@@ -191,8 +191,14 @@ def float16_overflow():
     _save(model, "float16_overflow", x, y)
 
 
+SAMPLES = (exp_overflow, division_by_zero, sqrt_gradient, healthy, deepiv_mixture,
+           lr_divergence, deepiv_training, float16_overflow)
+
 if __name__ == "__main__":
-    for build in (exp_overflow, division_by_zero, sqrt_gradient, healthy, deepiv_mixture,
-                  lr_divergence, deepiv_training, float16_overflow):
+    import sys
+
+    # Optional names build only those samples: python sample_models/build_samples.py healthy
+    chosen = [build for build in SAMPLES if len(sys.argv) == 1 or build.__name__ in sys.argv[1:]]
+    for build in chosen:
         build()
         print(f"built {build.__name__}")

@@ -41,7 +41,7 @@ def fit_first_nonfinite_step(keras, name, epochs=3):
     "name, layer, op, cause",
     [
         ("lr_divergence", None, "Square", "learning rate too high"),
-        ("deepiv_training", None, "Log", "unbounded op"),
+        ("deepiv_training", "scales", "Exp", "unbounded op"),
         ("float16_overflow", "hidden", "MatMul", "float16 range exceeded"),
     ],
 )

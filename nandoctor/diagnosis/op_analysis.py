@@ -181,7 +181,8 @@ def _singular_rows(record, index):
     if not values or not all(_is_float(v) for v in values):
         return None
     if op in ("Sqrt", "Rsqrt", "Log", "Reciprocal", "Inv"):
-        mask = values[0] <= 0
+        # Below 1/max of the dtype, 1/x already overflows, so the derivative is Inf there too.
+        mask = values[0] <= 1.0 / np.finfo(values[0].dtype).max
     elif op == "Log1p":
         mask = values[0] <= -1
     elif op in ("Acos", "Asin", "Atanh"):
@@ -216,7 +217,9 @@ def _classify_backward(record, index):
             f"discards, but the backward pass multiplies it in, giving {bad_text} in the gradient"
         )
     elif mask is not None and derivative:
-        point = "exactly 0" if op not in ("Acos", "Asin", "Atanh", "Log1p") else "at the edge of its domain"
+        point = "at the edge of its domain" if op in ("Acos", "Asin", "Atanh", "Log1p") else "exactly 0"
+        if op in ("Sqrt", "Rsqrt", "Log", "Reciprocal", "Inv") and (x[mask] != 0).any():
+            point = f"at or below {1.0 / np.finfo(x.dtype).max:.3g} (where 1/x overflows)"
         fault.sentence = (
             f"{op} input is {point} in {int(mask.sum())} element(s), where its derivative "
             f"{derivative} is infinite; the gradient gets {bad_text}"

@@ -5,12 +5,12 @@
     model.fit(x, y, batch_size=32, shuffle=False,
               callbacks=[NanDoctorCallback(x, y, batch_size=32)])
 
-Before each batch the callback keeps a copy of the weights (on the device,
-no host transfer). When the loss turns non-finite, it stops training, puts
-the weights from before that batch back into the model, and runs the same
-forward, backward and op-level diagnosis as `nandoctor scan` on the batch
-(with `shuffle=False`) or on all the data it was given (with shuffling, the
-batch cannot be known). The report is printed and kept in `.report`.
+Before each batch the callback keeps a copy of the weights on the device.
+When the loss turns non-finite, it stops training and puts the weights from
+before that batch back into the model. It then runs the same forward,
+backward and op-level diagnosis as `nandoctor scan`: on the failing batch
+with `shuffle=False`, else on all the data it was given, because the batch
+cannot be known. The report is printed and kept in `.report`.
 """
 
 import math

@@ -212,7 +212,7 @@ def _update_ratios(paths, update_norms, weight_norms):
     """Map each weight path to |update| / |weight|, leaving out weights that are all zero.
 
     Biases start at zero, so their ratio would be infinite on the first step
-    and say nothing about the learning rate.
+    and tell nothing about the learning rate.
     """
     return {path: float(update / weight) for path, update, weight in zip(paths, update_norms, weight_norms)
             if weight > 0}

@@ -142,7 +142,12 @@ def _computes_in_float16(model):
 
 
 def _loss_on_probabilities(loss):
-    items = loss if isinstance(loss, (list, tuple)) else list(loss.values()) if isinstance(loss, dict) else [loss]
+    if isinstance(loss, dict):
+        items = list(loss.values())
+    elif isinstance(loss, (list, tuple)):
+        items = list(loss)
+    else:
+        items = [loss]
     for item in items:
         if isinstance(item, str) and item in _PROBABILITY_LOSSES:
             return True

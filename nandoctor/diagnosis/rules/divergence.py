@@ -3,7 +3,7 @@
 What it detects:
     During `--fit-steps`, the first optimizer step whose loss, gradients or
     updated weights are non-finite, when no single op in the forward or
-    backward pass of that step's batch can be named as the origin: the
+    backward pass of that step's batch can be named as the origin. The
     weights themselves grew until the update overflowed.
 
 Why it breaks training:

@@ -5,8 +5,8 @@ What it detects:
     stays below 1e-10 times the largest layer's gradient norm at every step.
 
 Why it breaks training:
-    The layer stops learning; a saturated `exp`, `sigmoid` or `tanh` in front of
-    it is a frequent cause, and it often comes just before an overflow.
+    The layer stops learning. A saturated `exp`, `sigmoid` or `tanh` in front
+    of it is a frequent cause, and it often comes just before an overflow.
 
 Example:
     keras.layers.Dense(64, activation="sigmoid")  # with inputs scaled to 1e3

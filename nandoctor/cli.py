@@ -14,7 +14,6 @@ from nandoctor.errors import (
     EXIT_OK,
     DataLoadError,
     NandoctorError,
-    model_code_error,
 )
 
 _SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
@@ -78,6 +77,12 @@ def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_si
     """Scan MODEL (.keras or .h5) on DATA (.npz, .npy, .h5 or .hdf5).
 
     Without DATA, inputs are drawn from a standard normal distribution (seed 0).
+
+    Input arrays of float, integer or bool dtype are cast to the dtype of the
+    model input, so int64 or float16 data feeds a float32 model. A value that
+    the cast would change, such as 1e300 into float32, is an error. Float data
+    for an integer input (an Embedding) is rejected, and so are string, complex
+    and object arrays. Object arrays are never unpickled.
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -95,6 +100,8 @@ def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_si
     except DataLoadError as error:
         # The scanner reports any ValueError or TypeError of the replay as a
         # data problem; one that the model's own code raised is named as such.
+        from nandoctor.loading.code_errors import model_code_error
+
         code_error = model_code_error(error.__cause__) if error.__cause__ is not None else None
         if code_error is not None:
             raise code_error from error
@@ -105,6 +112,8 @@ def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_si
         click.echo("Error: interrupted before the scan finished; no findings to report.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as error:  # An unexpected exception is a bug, unless the model's own code raised it.
+        from nandoctor.loading.code_errors import model_code_error
+
         user_error = model_code_error(error)
         if user_error is not None:
             raise user_error from error

@@ -6,6 +6,7 @@ datasets are sliced per batch, so files larger than memory can be scanned.
 """
 
 import os
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -18,9 +19,13 @@ RANDOM_SAMPLES = 64
 """Number of samples drawn when no data file is given and --max-samples is unset."""
 RANDOM_SEED = 0
 
-# Exceptions that numpy and zipfile raise for a truncated or corrupted archive.
-# BadZipFile and zlib.error subclass neither OSError nor ValueError.
-_ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+# Exceptions that numpy and zipfile raise for a truncated or corrupted file.
+# BadZipFile and zlib.error subclass neither OSError nor ValueError. numpy
+# parses a .npy header as a Python literal, so a damaged header raises
+# SyntaxError or TokenError, and a damaged shape can ask for more memory than
+# exists (MemoryError).
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, SyntaxError,
+                tokenize.TokenError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,7 @@ class _NpzArrays:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 self.keys = list(archive.files)
-        except _ARCHIVE_ERRORS as error:
+        except _READ_ERRORS as error:
             raise DataLoadError(
                 f"failed to read {path} as .npz: it is not a valid npz archive; write it with numpy.savez."
             ) from error
@@ -290,7 +295,7 @@ class _NpzArrays:
                     f"failed to read array '{key}' from {self.path} ({error}); the file may be "
                     "truncated or corrupted, so write it again with numpy.savez."
                 ) from error
-            except _ARCHIVE_ERRORS as error:
+            except _READ_ERRORS as error:
                 raise DataLoadError(
                     f"failed to read array '{key}' from {self.path} ({error}); the file may be "
                     "truncated or corrupted, so write it again with numpy.savez."
@@ -312,10 +317,10 @@ def _load_npy(path):
             f"failed to read {path} as .npy ({error}); the file may be truncated or corrupted, "
             "so write it again with numpy.save."
         ) from error
-    except (OSError, EOFError) as error:
+    except _READ_ERRORS as error:
         raise DataLoadError(
-            f"failed to read {path} as .npy ({error or 'the file is empty'}); write it again "
-            "with numpy.save."
+            f"failed to read {path} as .npy ({type(error).__name__}: {error}); the file may be "
+            "truncated or corrupted, so write it again with numpy.save."
         ) from error
 
 

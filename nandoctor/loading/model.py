@@ -10,8 +10,8 @@ from nandoctor.errors import (
     MissingCustomObjectsError,
     ModelLoadError,
     UntrustedCodeError,
-    model_code_error,
 )
+from nandoctor.loading.code_errors import model_code_error
 from nandoctor.loading.custom_objects import import_custom_objects
 from nandoctor.loading.model_config import read_model_config
 

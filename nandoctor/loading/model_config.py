@@ -19,6 +19,12 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # The first 4 bytes of a zip archive (a local file header), as Keras writes a .keras file.
 _ZIP_SIGNATURE = b"PK\x03\x04"
 
+MAX_CONFIG_BYTES = 64 * 2**20
+"""Largest config.json read from a .keras archive, in bytes. Keras 3.15 writes
+about 1 KB per layer (169 KB for ResNet50's 177 layers), so 64 MiB leaves room
+for tens of thousands of layers while a damaged or hostile archive cannot
+unpack gigabytes into memory."""
+
 # Config entries with these class names are serialization markers, not classes.
 _MARKER_CLASS_NAMES = frozenset(
     {"function", "__lambda__", "__keras_tensor__", "__tensor__", "__numpy__",
@@ -114,6 +120,13 @@ def _read_keras_zip(path):
                     f"{path} is a zip archive without config.json, so it is not a Keras "
                     "model; save the model with model.save('model.keras')."
                 )
+            size = archive.getinfo("config.json").file_size
+            if size > MAX_CONFIG_BYTES:
+                raise ModelLoadError(
+                    f"{path}: config.json unpacks to {size} bytes, more than the "
+                    f"{MAX_CONFIG_BYTES} bytes any Keras model config needs, so the file is "
+                    "damaged or not a Keras model; save the model again."
+                )
             text = archive.read("config.json")
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError) as error:
         raise ModelLoadError(
@@ -134,11 +147,17 @@ def _read_h5(path):
         with h5py.File(path, "r") as handle:
             raw = handle.attrs.get("model_config")
             training = handle.attrs.get("training_config")
+            empty = len(handle) == 0
     except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py's errors for a damaged file
         raise ModelLoadError(
             f"failed to read {path} as HDF5 ({error}); the file may be truncated or "
             "corrupted, so save the model again."
         ) from error
+    if raw is None and empty:
+        raise ModelLoadError(
+            f"{path} is an HDF5 file without a model: it has no model_config and no "
+            "weights; scan the file saved with model.save()."
+        )
     if raw is None:
         raise ModelLoadError(
             f"{path} contains weights only (no model_config); scan the file saved with "
@@ -196,12 +215,17 @@ def _collect_references(node, layer_name, config):
     if class_name == "function" and isinstance(inner, str):
         config.function_names.append((layer_name, inner))
     elif isinstance(class_name, str) and class_name not in _MARKER_CLASS_NAMES:
-        module = node.get("module")
+        # A damaged config can hold any JSON value here; only strings are names.
+        module = _text_or_none(node.get("module"))
         if "module" in node and not (module or "").startswith("keras"):
-            config.custom_classes.append((class_name, node.get("registered_name"), module))
+            config.custom_classes.append((class_name, _text_or_none(node.get("registered_name")), module))
 
     for key, value in node.items():
         # The training config is walked on its own, so its loss is not
         # attributed to the model's top-level layer.
         if key != "compile_config" and isinstance(value, (dict, list)):
             _collect_references(value, layer_name, config)
+
+
+def _text_or_none(value):
+    return value if isinstance(value, str) else None

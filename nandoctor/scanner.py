@@ -9,6 +9,8 @@ from nandoctor.errors import DataLoadError, ModelLoadError, UsageError
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
+HEADROOM_BATCHES = 16
+"""Batches traced op by op to measure the headroom of risky ops in custom code."""
 
 
 @dataclass
@@ -57,7 +59,8 @@ class ScanReport:
 
 def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_keys=(), y_keys=(),
          loss=None, batch_size=DEFAULT_BATCH_SIZE, max_samples=None, training=False, fit_steps=0,
-         from_init=False, optimizer=None, learning_rate=None, shuffle_seed=None, progress=None):
+         from_init=False, optimizer=None, learning_rate=None, shuffle_seed=None, headroom=True,
+         headroom_factor=None, min_denominator=None, max_derivative=None, progress=None):
     """Scan a saved model on data and return a `ScanReport`.
 
     Args:
@@ -82,6 +85,14 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
         learning_rate: A learning rate that overrides the optimizer's.
         shuffle_seed: Shuffle the training batches with this seed (default:
             file order, as `model.fit(..., shuffle=False)`).
+        headroom: Measure how close risky ops are to failing and warn below
+            the thresholds (default True).
+        headroom_factor: Warn when an overflow is less than this factor of
+            input scale away (default 2).
+        min_denominator: Warn when a denominator's smallest magnitude is
+            below this (default 1e-6).
+        max_derivative: Warn when Sqrt, Log, Acos and the like have a
+            derivative above this on the data (default 1e4).
         progress: Optional callable taking the number of samples done.
 
     Returns:
@@ -92,6 +103,11 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, received {batch_size}.")
+    replay_only = {"--from-init": from_init, "--optimizer": optimizer, "--learning-rate": learning_rate,
+                   "--shuffle-seed": shuffle_seed}
+    unused = [name for name, value in replay_only.items() if value not in (None, False)]
+    if unused and not fit_steps:
+        raise UsageError(f"{', '.join(unused)} only apply to the training replay; add --fit-steps N.")
     if max_samples is not None and max_samples < 1:
         raise UsageError(f"--max-samples must be at least 1, received {max_samples}.")
     started = time.perf_counter()
@@ -109,7 +125,9 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
 
     source = open_data(data_path, input_specs, output_specs, x_keys, y_keys, max_samples)
     try:
-        report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, progress)
+        thresholds = _thresholds(headroom, headroom_factor, min_denominator, max_derivative)
+        report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, progress,
+                                      thresholds)
         if fit_steps:
             _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps,
                                  from_init, optimizer, learning_rate, shuffle_seed, trust_code)
@@ -146,7 +164,24 @@ def scan_model(model, x, y=None, *, batch_size=DEFAULT_BATCH_SIZE, training=Fals
                          getattr(model, "loss", None))
     source = DataSource(None, "memory", inputs, targets, [s.name for s in input_specs],
                         [s.name for s in output_specs][:len(targets)], len(inputs[0]))
-    return _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, None)
+    # NOTE: scan_model has no training replay; use scan() on a saved file for --fit-steps.
+    return _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, None,
+                                _thresholds(True, None, None, None))
+
+
+def _thresholds(enabled, headroom_factor, min_denominator, max_derivative):
+    """Return the headroom `Thresholds`, or None when headroom checks are off."""
+    from nandoctor.diagnosis.headroom import Thresholds
+
+    if not enabled:
+        return None
+    values = {"headroom_factor": headroom_factor, "min_denominator": min_denominator,
+              "max_derivative": max_derivative}
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, received {value}.")
+    defaults = Thresholds()
+    return Thresholds(*(value if value is not None else getattr(defaults, name) for name, value in values.items()))
 
 
 def _model_specs(model, path):
@@ -171,7 +206,8 @@ def _model_specs(model, path):
     return input_specs, output_specs
 
 
-def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, training, progress):
+def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, training, progress,
+                         thresholds=None, headroom_batches=HEADROOM_BATCHES):
     from nandoctor.diagnosis import build
     from nandoctor.replay.loss import build_loss
     from nandoctor.replay.ops import trace_batch
@@ -226,8 +262,11 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
             findings.append(build.origin_finding(result, candidate, fault, row_map, loss_label))
         candidate_batch_release(candidates)
 
+    if thresholds is not None:
+        findings += _headroom_findings(result, replay_loss, source, input_specs, batch_size, thresholds,
+                                       headroom_batches, findings, loss_label)
     findings = build.finalize(findings)
-    origins = {f.layer for f in findings if f.layer is not None}
+    origins = {f.layer for f in findings if f.layer is not None and f.severity == "error"}
     propagated = {name for f in findings for name in f.propagated_to}
     layers = []
     for call, record in zip(result.graph.calls, result.layers):
@@ -290,6 +329,47 @@ def _add_training_replay(report, loaded, source, input_specs, loss, batch_size, 
     report.training = summary
     if from_init:
         report.notes.append("the training replay started from fresh weights (seed 0), not from the file's")
+
+
+def _headroom_findings(result, replay_loss, source, input_specs, batch_size, thresholds, headroom_batches,
+                       faults, loss_label):
+    """Measure the margins of risky ops in custom code and of all layer outputs and gradients."""
+    from nandoctor.diagnosis import headroom
+    from nandoctor.replay.ops import trace_batch
+
+    calls = result.graph.calls
+    targets = {call.index for call in calls if _is_custom_layer(call.layer)}
+    if replay_loss.custom:
+        targets.add("loss")
+    risks = {}
+    if targets:
+        for batch_index, batch in enumerate(source.batches(batch_size, input_specs)):
+            if batch_index >= headroom_batches:
+                break
+            rows = _finite_rows(batch)
+            if not rows.size:
+                continue
+            trace = trace_batch(result.graph, replay_loss, [x[rows] for x in batch.inputs],
+                                [y[rows] for y in (batch.targets or [])], targets)
+            for target, records in trace.ops.items():
+                headroom.merge(risks, headroom.measure(records, target, thresholds))
+    risks.update(headroom.activation_risks(calls, result.layers, thresholds))
+
+    # A layer that already fails, or only carries another layer's failure, gets
+    # no risk on top of that fault.
+    failing = {f.layer for f in faults if f.severity == "error"}
+    failing.update(name for f in faults if f.severity == "error" for name in f.propagated_to)
+    failing_loss = any(f.severity == "error" and f.layer is None and f.phase in ("forward", "backward") for f in faults)
+    risks = {key: risk for key, risk in risks.items()
+             if not (isinstance(key[0], int) and calls[key[0]].name in failing) and not (key[0] == "loss" and failing_loss)}
+    return headroom.findings(risks, calls, loss_label)
+
+
+def _is_custom_layer(layer):
+    """Return whether a layer runs user code: a Lambda, or a class defined outside Keras."""
+    import keras
+
+    return isinstance(layer, keras.layers.Lambda) or not type(layer).__module__.startswith("keras")
 
 
 def candidate_batch_release(candidates):

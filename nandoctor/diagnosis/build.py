@@ -61,7 +61,7 @@ def weight_findings(bad_weights, result):
     for layer, layer_class, index, path, nan, posinf, neginf, size in bad_weights:
         bad = nan + posinf + neginf
         sentence = f"weight '{path}' contains {_counts_from(nan, posinf, neginf)} of {size} values"
-        propagated = _descendant_names(result, ("call", index, 0), include_self=True) if index is not None else []
+        propagated = _descendant_names(result, ("call", index, 0)) if index is not None else []
         findings.append(Finding(
             code=rule.code, rule=rule.name, kind=rule.kind, severity=rule.severity, phase="weights",
             layer=layer, layer_class=layer_class, op=None, location=None,

@@ -129,20 +129,23 @@ def divergence_finding(result, causes):
 def gradient_warnings(result):
     """Return ND502 and ND503 warnings for a replay that stayed finite."""
     findings = []
-    steps = [s for s in result.steps if s.finite_gradients]
+    steps = [s for s in result.steps if s.finite_gradients and math.isfinite(s.grad_norm)]
     if len(steps) >= 2:
         growth = _grad_growth(steps)
-        if growth > EXPLODING_GROWTH or steps[-1].grad_norm > EXPLODING_NORM:
+        peak = max(steps, key=lambda s: s.grad_norm)
+        if growth > EXPLODING_GROWTH or peak.grad_norm > EXPLODING_NORM:
             rule = rule_for_kind("exploding_gradient")
             findings.append(Finding(
                 code=rule.code, rule=rule.name, kind=rule.kind, severity=rule.severity, phase="training",
                 layer=None, layer_class=None, op=None, location=None,
-                evidence=Evidence(f"global gradient norm {_fmt(steps[0].grad_norm)} at step 0 -> "
-                                  f"{_fmt(steps[-1].grad_norm)} at step {steps[-1].step}",
-                                  details={"growth": growth}),
+                evidence=Evidence(f"global gradient norm {_fmt(steps[0].grad_norm)} at step {steps[0].step} "
+                                  f"rises to {_fmt(peak.grad_norm)} at step {peak.step} "
+                                  f"({_fmt(peak.grad_norm / steps[0].grad_norm)} times)" if steps[0].grad_norm > 0 else
+                                  f"global gradient norm peaks at {_fmt(peak.grad_norm)} at step {peak.step}",
+                                  batch=peak.step, details={"growth": growth}),
                 message=f"The gradient norm grew {_fmt(growth)} times over {len(steps)} steps.",
                 fix="Clip gradients with clipnorm=1.0 on the optimizer and lower the learning rate.",
-                step=steps[-1].step))
+                step=peak.step))
     if steps:
         for path in steps[0].layer_grad_norms:
             largest = [max(s.layer_grad_norms.values()) for s in steps]

@@ -8,19 +8,24 @@ ND6xx bad input data, ND7xx bad saved state.
 from nandoctor.diagnosis.rules import (
     divergence,
     division_by_zero,
+    division_risk,
+    domain_risk,
     exploding_gradient,
+    gradient_risk,
     infinite_gradient,
     invalid_domain,
     nonfinite_input,
     nonfinite_weights,
     overflow,
+    overflow_risk,
     vanishing_gradient,
 )
 
 RULES = {
     module.RULE.code: module.RULE
-    for module in (overflow, division_by_zero, invalid_domain, infinite_gradient, divergence,
-                   exploding_gradient, vanishing_gradient, nonfinite_input, nonfinite_weights)
+    for module in (overflow, overflow_risk, division_by_zero, division_risk, invalid_domain, domain_risk,
+                   infinite_gradient, gradient_risk, divergence, exploding_gradient, vanishing_gradient,
+                   nonfinite_input, nonfinite_weights)
 }
 BY_KIND = {rule.kind: rule for rule in RULES.values()}
 

@@ -211,7 +211,8 @@ def _lambda_globals(custom_objects, enabled):
     `keras.src.utils.python_utils` module, so `tf.exp(x)` in a lambda fails
     with a misleading output-shape error. While active, this swaps in a
     `func_load` that adds `tf`, `keras`, `K`, `ops`, `np` and the custom
-    objects to those globals. The original is restored on exit.
+    objects to those globals, and rebuilds modules saved in closures. The
+    original is restored on exit.
     """
     if not enabled:
         yield
@@ -228,6 +229,8 @@ def _lambda_globals(custom_objects, enabled):
     names.update(custom_objects)
 
     def func_load(code, defaults=None, closure=None, globs=None):
+        if closure:
+            closure = tuple(_closure_value(value) for value in closure)
         return original(code, defaults=defaults, closure=closure, globs=globs or names)
 
     python_utils.func_load = func_load
@@ -235,6 +238,22 @@ def _lambda_globals(custom_objects, enabled):
         yield
     finally:
         python_utils.func_load = original
+
+
+def _closure_value(value):
+    """Rebuild a module that a lambda's closure held; Keras saves it by name only.
+
+    A lambda defined in a function that imports `keras` locally closes over the
+    module, and Keras writes `{"class_name": "module", "config": "keras"}`.
+    """
+    if isinstance(value, dict) and value.get("class_name") == "module" and isinstance(value.get("config"), str):
+        import importlib
+
+        try:
+            return importlib.import_module(value["config"])
+        except ImportError:
+            return value
+    return value
 
 
 def _explain_load_error(path, error):

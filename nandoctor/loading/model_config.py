@@ -200,6 +200,8 @@ def _collect_references(node, layer_name, config):
 
     class_name = node.get("class_name")
     inner = node.get("config")
+    if class_name == "__lambda__":
+        return  # Bytecode, defaults and closure values, not Keras objects.
     if class_name == "Lambda" and isinstance(inner, dict):
         name = inner.get("name", node.get("name"))
         function = inner.get("function")

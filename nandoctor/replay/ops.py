@@ -149,7 +149,7 @@ def _numpy(tensor):
     if dtype is not None and dtype in (tf.resource, tf.variant):
         return None
     try:
-        return tensor.numpy()
+        return np.asarray(tensor.numpy())  # A 0-d tensor gives a numpy scalar, not an array.
     except AttributeError:
         return np.asarray(tensor)
 

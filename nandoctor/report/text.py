@@ -37,7 +37,7 @@ def render(report, console):
 
 
 def _headline(report):
-    source = report.data["path"] or "random inputs"
+    source = report.data["path"] or ("in-memory arrays" if report.data["format"] == "memory" else "random inputs")
     text = Text()
     text.append(f"nandoctor scan: {report.model['path']} on {source} ")
     batches = "1 batch" if report.batches == 1 else f"{report.batches} batches"

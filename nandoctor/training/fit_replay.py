@@ -85,7 +85,7 @@ def make_optimizer(model, compile_config, name=None, learning_rate=None):
     else:
         optimizer = keras.optimizers.Adam()
     if learning_rate is not None:
-        if learning_rate <= 0:
+        if not (learning_rate > 0 and learning_rate != float("inf")):
             raise UsageError(f"--learning-rate must be positive, received {learning_rate}.")
         inner = getattr(optimizer, "inner_optimizer", optimizer)
         inner.learning_rate = learning_rate
@@ -194,14 +194,15 @@ def _compile_step(model, optimizer, trainable):
         gradients = tape.gradient(scaled, trainable)
         gradients = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(gradients, trainable)]
         # The loss scale that scale_loss used, read before apply_gradients changes it.
-        scale = tf.cast(tf.identity(optimizer.dynamic_scale), tf.float32) if scaling else 1.0
-        grad_norms = tf.stack([tf.norm(tf.cast(g, tf.float32)) / scale for g in gradients]) if gradients else tf.zeros([0])
+        scale = tf.cast(tf.identity(optimizer.dynamic_scale), tf.float64) if scaling else 1.0
+        grad_norms = tf.stack([_norm(g) / scale for g in gradients]) if gradients else tf.zeros([0], tf.float64)
         finite_gradients = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]) if gradients else tf.constant(True)
         iterations = tf.identity(optimizer.iterations)
         optimizer.apply_gradients(zip(gradients, trainable))
         skipped = tf.equal(iterations, optimizer.iterations) if scaling else tf.constant(False)
-        weight_norms = tf.stack([tf.norm(tf.cast(b, tf.float32)) for b in before]) if before else tf.zeros([0])
-        update_norms = tf.stack([tf.norm(tf.cast(v - b, tf.float32)) for v, b in zip(trainable, before)]) if before else tf.zeros([0])
+        weight_norms = tf.stack([_norm(b) for b in before]) if before else tf.zeros([0], tf.float64)
+        update_norms = (tf.stack([_norm(tf.cast(v, tf.float64) - tf.cast(b, tf.float64)) for v, b in zip(trainable, before)])
+                        if before else tf.zeros([0], tf.float64))
         return {"loss": tf.cast(loss, tf.float32), "grad_norms": grad_norms, "weight_norms": weight_norms,
                 "update_norms": update_norms, "finite_gradients": finite_gradients, "skipped": skipped}
 
@@ -216,6 +217,11 @@ def _update_ratios(paths, update_norms, weight_norms):
     """
     return {path: float(update / weight) for path, update, weight in zip(paths, update_norms, weight_norms)
             if weight > 0}
+
+
+def _norm(tensor):
+    """Return the L2 norm in float64, so squares of large float32 values do not overflow."""
+    return tf.norm(tf.cast(tensor, tf.float64))
 
 
 def _batch_indices(num_samples, batch_size, steps, shuffle_seed):

@@ -44,7 +44,7 @@ def replay_training(loaded, source, input_specs, *, steps, batch_size, loss_name
     from nandoctor.training.fit_replay import fit_replay, make_optimizer
 
     if steps < 1:
-        raise UsageError(f"--fit-steps must be at least 1, received {steps}.")
+        raise UsageError(f"--fit-steps must be 0 (off) or a positive number of steps, received {steps}.")
     if not source.has_targets:
         raise UsageError("--fit-steps needs targets in the data file (key 'y' or --y-key).")
     loss = loss_name or loaded.loss
@@ -112,7 +112,7 @@ def _as_training(finding, step, indices, causes, chain):
                       sentence)
     evidence = dataclasses.replace(finding.evidence, first_sample_indices=mapped, batch=step, details=details,
                                    sentence=f"at training step {step}, {sentence}")
-    extra = [c for c in causes if c.name != "unbounded op"][:2]
+    extra = [c for c in causes if c.name != "unbounded op"][:3]
     fix = " ".join([finding.fix] + [f"Likely cause, {c.name}: {c.fix}." for c in extra])
     return dataclasses.replace(finding, phase="training", step=step, evidence=evidence, fix=fix)
 

@@ -1,8 +1,10 @@
 """Property tests: random arrays and damaged files end in a report or a clear NandoctorError.
 
 The examples are derandomized, so every run checks the same inputs, and the
-example database is off, so no `.hypothesis` folder is written. To search
-longer with fresh random examples, set NANDOCTOR_FUZZ_EXAMPLES, for example
+example database is off, so no failing example is replayed from an earlier
+run. (hypothesis 6.170 still caches constants in a `.hypothesis` folder, which
+ignores itself in git.) To search longer with fresh random examples, set
+NANDOCTOR_FUZZ_EXAMPLES, for example
 `NANDOCTOR_FUZZ_EXAMPLES=500 python -m pytest tests/test_fuzz.py`.
 """
 

@@ -211,7 +211,7 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
     from nandoctor.diagnosis import build
     from nandoctor.replay.loss import build_loss
     from nandoctor.replay.ops import trace_batch
-    from nandoctor.replay.passes import CompiledReplay
+    from nandoctor.replay.passes import CompiledReplay, ReplayOpError
     from nandoctor.diagnosis.op_analysis import first_backward_fault, first_forward_fault
 
     model = loaded.model
@@ -226,6 +226,8 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
                             training=training)
     try:
         result = replay.run(source, input_specs, batch_size, progress)
+    except ReplayOpError as failure:
+        raise _op_failure(failure, source) from failure.error
     except (ValueError, TypeError) as error:
         raise DataLoadError(
             f"the model failed to run on {source.path or 'random inputs'}: "
@@ -376,6 +378,24 @@ def candidate_batch_release(candidates):
     """Drop the batches kept for the op-level re-run once it is done."""
     for candidate in candidates:
         candidate.batch = None
+
+
+def _op_failure(failure, source):
+    """Describe a TensorFlow op that failed during the replay as a user error."""
+    from nandoctor.errors import ModelCodeError
+
+    call = failure.call
+    place = f"layer '{call.name}' ({type(call.layer).__name__})" if call else "a layer"
+    start = failure.batch.start
+    stop = start + len(failure.batch.inputs[0]) - 1
+    text = getattr(failure.error, "message", str(failure.error))
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("[[")]
+    detail = " ".join(lines[:2])[:300]
+    return ModelCodeError(
+        f"{place} failed on {source.path or 'the generated inputs'}, batch {failure.batch_index} "
+        f"(samples {start} to {stop}): {detail}; check that the data fits the layer (such as Embedding "
+        "ids below input_dim) or fix the layer's code."
+    )
 
 
 def _finite_rows(batch):

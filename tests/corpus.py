@@ -466,15 +466,9 @@ CASES = [
     Case("lambda_py_function_raises", _model_functions("lambda_checked_py", _large_values), 3,
          ("checked_py rejects values of 100 or more", "model_functions.py", "fix that code")),
     Case("lambda_assertion_fails", _model_functions("lambda_checked", _large_values), 3,
-         ("checked rejects values of 100 or more", "checked_layer"),
-         xfail="a failed tf.debugging assertion inside the compiled replay reaches cli.py as an "
-               "InvalidArgumentError without the frames that created it; the replay must catch "
-               "tf.errors.OpError per batch and name the layer"),
+         ("checked rejects values of 100 or more", "checked_layer"),),
     Case("embedding_ids_out_of_range", _with_model("embedding", lambda tmp: write_npz(tmp, "ids.npz", x=np.full((4, 3), 100, "int64"))), 3,
-         ("ids.npz", "embed"),
-         xfail="an Embedding index beyond input_dim fails inside the compiled replay as an "
-               "InvalidArgumentError, reported as an internal error; the replay must catch "
-               "tf.errors.OpError per batch and name the layer"),
+         ("ids.npz", "embed"),),
 
     # Data paths.
     Case("data_missing", _dense_with(lambda tmp: os.path.join(tmp, "absent.npz")), 3,

@@ -7,6 +7,7 @@ running statistics and marks the layers where non-finite values first appear.
 """
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,18 @@ from nandoctor.replay.graph import LayerGraph, copy_float_inputs
 from nandoctor.replay.stats import TensorStats, is_float, pack, summarize, unpack
 
 logger = logging.getLogger(__name__)
+
+
+class ReplayOpError(Exception):
+    """A TensorFlow op failed while replaying a batch (not a non-finite value)."""
+
+    def __init__(self, call, batch_index, batch, error):
+        super().__init__(str(error))
+        self.call = call
+        """The `LayerCall` whose op failed, or None when the message names none."""
+        self.batch_index = batch_index
+        self.batch = batch
+        self.error = error
 
 
 @dataclass
@@ -153,10 +166,13 @@ class CompiledReplay:
         result = None
         candidates = {}
         for batch_index, batch in enumerate(source.batches(batch_size, input_specs)):
-            summary = self._summaries(batch, detailed=False)
-            if any(summary_flags_fault(item) for item in _leaves(summary)):
-                # Some tensor is not finite: redo the batch with full counts and per-sample flags.
-                summary = self._summaries(batch, detailed=True)
+            try:
+                summary = self._summaries(batch, detailed=False)
+                if any(summary_flags_fault(item) for item in _leaves(summary)):
+                    # Some tensor is not finite: redo the batch with full counts and per-sample flags.
+                    summary = self._summaries(batch, detailed=True)
+            except tf.errors.OpError as error:
+                raise ReplayOpError(self._failing_call(error), batch_index, batch, error) from error
             if result is None:
                 result = self._empty_result(summary)
             self._fold(result, summary, batch, batch_index)
@@ -167,6 +183,17 @@ class CompiledReplay:
                 progress(result.samples)
         result.candidates = sorted(candidates.values(), key=lambda c: (c.first_batch, c.phase != "forward", -1 if c.call_index is None else c.call_index))
         return result
+
+    def _failing_call(self, error):
+        """Return the layer call named in a failed op's node path, or None."""
+        nodes = re.findall(r"(?:\{\{node |node ')([^}'\s]+)", str(error))
+        names = {call.layer.name: call for call in self.graph.calls}
+        for node in nodes:
+            for part in node.split("/"):
+                call = names.get(part) or names.get(re.sub(r"_\d+$", "", part))
+                if call is not None:
+                    return call
+        return None
 
     def _summaries(self, batch, detailed):
         if detailed not in self._functions:

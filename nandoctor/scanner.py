@@ -227,7 +227,10 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
     try:
         result = replay.run(source, input_specs, batch_size, progress)
     except ReplayOpError as failure:
-        raise _op_failure(failure, source) from failure.error
+        from nandoctor.loading.code_errors import model_code_error
+
+        # A failed tf.py_function carries the user's traceback, which names the function and line.
+        raise (model_code_error(failure.error) or _op_failure(failure, source)) from failure.error
     except (ValueError, TypeError) as error:
         raise DataLoadError(
             f"the model failed to run on {source.path or 'random inputs'}: "
@@ -389,7 +392,8 @@ def _op_failure(failure, source):
     start = failure.batch.start
     stop = start + len(failure.batch.inputs[0]) - 1
     text = getattr(failure.error, "message", str(failure.error))
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("[[")]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith(("[[", "Traceback"))]
     detail = " ".join(lines[:2])[:300]
     return ModelCodeError(
         f"{place} failed on {source.path or 'the generated inputs'}, batch {failure.batch_index} "

@@ -1,6 +1,7 @@
 """The `nandoctor` command line. Imports only click and the standard library at load time."""
 
 import logging
+import os
 import sys
 import traceback
 
@@ -8,16 +9,12 @@ import click
 
 from nandoctor import __version__
 from nandoctor.errors import (
-    EXIT_FINDINGS,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
     DataLoadError,
     NandoctorError,
 )
-
-_SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nandoctor")
@@ -35,8 +32,21 @@ def cli():
     """
 
 
+# Scan options that a configuration file may also set: click parameter name -> config key.
+_SCAN_KEYS = {
+    "trust_code": "trust-code", "custom_objects": "custom-objects", "x_keys": "x-key", "y_keys": "y-key",
+    "loss": "loss", "batch_size": "batch-size", "max_samples": "max-samples", "training_mode": "training-mode",
+    "fit_steps": "fit-steps", "from_init": "from-init", "optimizer_name": "optimizer",
+    "learning_rate": "learning-rate", "shuffle_seed": "shuffle-seed",
+}
+_RUN_KEYS = {"fail_on": "fail-on", "output_format": "format", "select": "select", "ignore": "ignore"}
+_FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
+_EXTENSIONS = {".txt": "text", ".json": "json", ".sarif": "sarif", ".xml": "junit", ".md": "markdown",
+               ".html": "html", ".htm": "html"}
+
+
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("model", required=False, type=click.Path(dir_okay=True))
 @click.argument("data", required=False, type=click.Path(dir_okay=True))
 @click.option("--trust-code", is_flag=True,
               help="Run Python code stored in the model file (Lambda bytecode). Off by default: "
@@ -66,17 +76,36 @@ def cli():
 @click.option("--learning-rate", type=float, help="With --fit-steps: learning rate to use instead of the saved one.")
 @click.option("--shuffle-seed", type=int,
               help="With --fit-steps: shuffle the batches of each epoch with this seed. Default: file order.")
+@click.option("--no-headroom", is_flag=True, help="Skip the warnings about ops close to failing.")
+@click.option("--headroom-factor", type=float, metavar="F",
+              help="Warn when an overflow is less than F times the input scale away (default 2).")
+@click.option("--min-denominator", type=float, metavar="D",
+              help="Warn when a denominator's smallest magnitude is below D (default 1e-6).")
+@click.option("--max-derivative", type=float, metavar="G",
+              help="Warn when Sqrt, Log, Pow or Acos have a derivative above G on the data (default 1e4).")
+@click.option("--select", multiple=True, metavar="CODES",
+              help="Report only these rule codes or prefixes (ND1, ND201); comma-separated or repeated.")
+@click.option("--ignore", multiple=True, metavar="CODES",
+              help="Leave out these rule codes or prefixes; the longest matching prefix wins.")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
               help="Lowest severity that makes the exit status 1.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+@click.option("--format", "output_format", type=click.Choice(_FORMATS), default="text",
               show_default=True, help="Report format on stdout.")
+@click.option("--output", "outputs", multiple=True, metavar="[FORMAT:]FILE",
+              help="Also write the report to FILE, in FORMAT or the one its extension names "
+                   "(.json, .sarif, .xml for JUnit, .md, .html, .txt). Repeatable.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Configuration file (default: the nearest nandoctor.toml, or pyproject.toml with "
+                   "[tool.nandoctor]).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; the text report shows findings only.")
 @click.option("--debug", is_flag=True, help="Show a traceback for internal errors and debug logs.")
-def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_size, max_samples,
-         training_mode, fit_steps, from_init, optimizer_name, learning_rate, shuffle_seed, fail_on,
-         output_format, debug):
+@click.pass_context
+def scan(ctx, model, data, debug, quiet, config_path, outputs, **options):
     """Scan MODEL (.keras or .h5) on DATA (.npz, .npy, .h5 or .hdf5).
 
     Without DATA, inputs are drawn from a standard normal distribution (seed 0).
+    Without MODEL, every model listed in the configuration file is scanned, and
+    the exit status is the highest of theirs.
 
     Input arrays of float, integer or bool dtype are cast to the dtype of the
     model input, so int64 or float16 data feeds a float32 model. A value that
@@ -86,17 +115,127 @@ def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_si
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    if data is None and (x_keys or y_keys):
-        raise click.UsageError("--x-key and --y-key select arrays in DATA; pass a data file or drop them.")
+    from nandoctor.config import ModelEntry, find_config, load_config
+    from nandoctor.gate import ModelResult, exit_status, filter_findings
 
+    config = load_config(config_path or find_config())
+    explicit = {name for name in options if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    run = _run_options(options, explicit, config.defaults)
+    targets = _output_targets(outputs)
+
+    if model is not None:
+        matching = [entry for entry in config.models if os.path.abspath(entry.model) == os.path.abspath(model)]
+        entries = [ModelEntry(model, data, matching[0].options if matching else {},
+                              matching[0].suppress if matching else [])]
+    elif config.models:
+        entries = config.models
+    else:
+        raise click.UsageError("missing MODEL: pass a .keras or .h5 file, or list models in nandoctor.toml "
+                               "or [tool.nandoctor] in pyproject.toml.")
+
+    results = []
+    for entry in entries:
+        scan_options = _scan_options(options, explicit, config.defaults, entry.options)
+        if entry.data is None and (scan_options["x_keys"] or scan_options["y_keys"]):
+            raise click.UsageError("--x-key and --y-key select arrays in DATA; pass a data file or drop them.")
+        try:
+            report = _scan_one(entry.model, entry.data, scan_options, debug, quiet)
+        except NandoctorError as error:
+            if len(entries) == 1:
+                raise
+            click.echo(f"Error: {error.format_message()}", err=True)
+            results.append(ModelResult(entry.model, error=error))
+            continue
+        kept, suppressed = filter_findings(report.findings, run["select"], run["ignore"], entry.suppress)
+        report.findings = kept
+        for finding, rule in suppressed:
+            report.notes.append(f"suppressed {finding.code} in {finding.layer or 'the data or loss'}: {rule.reason}")
+        results.append(ModelResult(entry.model, report, suppressed=suppressed))
+
+    reports = [result.report for result in results if result.report is not None]
+    try:
+        # A run over configured models always writes the multi-model JSON document.
+        many = model is None
+        _write_stdout(reports, run["output_format"], quiet, many)
+        for output_format, path in targets:
+            _write_file(reports, output_format, path, run["fail_on"], many)
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted while printing the report; the output is incomplete.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(exit_status(results, run["fail_on"]))
+
+
+def _run_options(options, explicit, defaults):
+    """Resolve --fail-on, --format, --select and --ignore: command line, then config, then default."""
+    run = {}
+    for name, key in _RUN_KEYS.items():
+        value = options[name] if name in explicit or key not in defaults else defaults[key]
+        run[name] = value
+    run["select"] = _codes(run["select"])
+    run["ignore"] = _codes(run["ignore"])
+    if run["fail_on"] not in ("error", "warning", "never"):
+        raise click.UsageError(f"fail-on must be error, warning or never, received {run['fail_on']!r}.")
+    if run["output_format"] not in _FORMATS:
+        raise click.UsageError(f"format must be one of {', '.join(_FORMATS)}, received {run['output_format']!r}.")
+    return run
+
+
+def _scan_options(options, explicit, defaults, model_options):
+    """Resolve scan options: command line, then the model's config entry, then config defaults."""
+    resolved = {}
+    for name, key in _SCAN_KEYS.items():
+        if name in explicit:
+            value = options[name]
+        elif key in model_options:
+            value = model_options[key]
+        elif key in defaults:
+            value = defaults[key]
+        else:
+            value = options[name]
+        resolved[name] = tuple(value) if isinstance(value, list) else value
+    resolved["headroom"] = not options["no_headroom"]
+    for name in ("headroom_factor", "min_denominator", "max_derivative"):
+        resolved[name] = options[name]
+    return resolved
+
+
+def _codes(values):
+    return tuple(code.strip().upper() for value in values for code in str(value).split(",") if code.strip())
+
+
+def _output_targets(outputs):
+    """Parse --output values into (format, path) pairs."""
+    targets = []
+    for value in outputs:
+        prefix, separator, rest = value.partition(":")
+        if separator and prefix in _FORMATS:
+            targets.append((prefix, rest))
+            continue
+        extension = os.path.splitext(value)[1].lower()
+        if extension not in _EXTENSIONS:
+            raise click.UsageError(f"--output {value}: cannot tell the format; write FORMAT:FILE with FORMAT "
+                                   f"one of {', '.join(_FORMATS)}, or use a .json, .sarif, .xml, .md, .html "
+                                   "or .txt file name.")
+        targets.append((_EXTENSIONS[extension], value))
+    return targets
+
+
+def _scan_one(model, data, options, debug, quiet):
+    """Scan one model and return its report; user errors propagate, bugs exit 4."""
+    progress = None
     try:
         from nandoctor.scanner import scan as run_scan
 
-        report = run_scan(model, data, trust_code=trust_code, custom_objects=custom_objects,
-                          x_keys=x_keys, y_keys=y_keys, loss=loss, batch_size=batch_size,
-                          max_samples=max_samples, training=training_mode, fit_steps=fit_steps,
-                          from_init=from_init, optimizer=optimizer_name, learning_rate=learning_rate,
-                          shuffle_seed=shuffle_seed)
+        with _progress(quiet) as progress:
+            return run_scan(model, data, trust_code=options["trust_code"], custom_objects=options["custom_objects"],
+                            x_keys=options["x_keys"], y_keys=options["y_keys"], loss=options["loss"],
+                            batch_size=options["batch_size"], max_samples=options["max_samples"],
+                            training=options["training_mode"], fit_steps=options["fit_steps"],
+                            from_init=options["from_init"], optimizer=options["optimizer_name"],
+                            learning_rate=options["learning_rate"], shuffle_seed=options["shuffle_seed"],
+                            headroom=options["headroom"], headroom_factor=options["headroom_factor"],
+                            min_denominator=options["min_denominator"], max_derivative=options["max_derivative"],
+                            progress=progress)
     except DataLoadError as error:
         # The scanner reports any ValueError or TypeError of the replay as a
         # data problem; one that the model's own code raised is named as such.
@@ -124,26 +263,93 @@ def scan(model, data, trust_code, custom_objects, x_keys, y_keys, loss, batch_si
                    "nandoctor: rerun with --debug and report the traceback.", err=True)
         sys.exit(EXIT_INTERNAL)
 
+
+class _progress:
+    """A progress line on stderr while batches replay; silent when stderr is not a terminal."""
+
+    def __init__(self, quiet):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._display = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._display = Progress(SpinnerColumn(), TextColumn("replayed {task.completed} samples"),
+                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self._display.start()
+        task = self._display.add_task("scan", total=None)
+        return lambda samples: self._display.update(task, completed=samples)
+
+    def __exit__(self, *exc_info):
+        if self._display is not None:
+            self._display.stop()
+        return False
+
+
+def _write_stdout(reports, output_format, quiet, many):
+    if output_format == "text":
+        from rich.console import Console
+
+        from nandoctor.report.text import render
+
+        console = Console(highlight=False, soft_wrap=False)
+        for report in reports:
+            render(report, console, quiet=quiet)
+        return
+    click.echo(_render(reports, output_format, "error", many), nl=False)
+
+
+def _write_file(reports, output_format, path, fail_on, many):
+    if output_format == "text":
+        import io
+
+        from rich.console import Console
+
+        from nandoctor.report.text import render
+
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=100, no_color=True, highlight=False, soft_wrap=False)
+        for report in reports:
+            render(report, console)
+        text = buffer.getvalue()
+    else:
+        text = _render(reports, output_format, fail_on, many)
     try:
-        if output_format == "json":
-            from nandoctor.report.json_report import dumps
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise NandoctorError(f"failed to write --output {path}: {error.strerror or error}; "
+                             "check that the folder exists and is writable.") from error
 
-            click.echo(dumps(report))
-        else:
-            from rich.console import Console
 
-            from nandoctor.report.text import render
+def _render(reports, output_format, fail_on, many):
+    """Return the report text in a machine format, ending with a newline.
 
-            render(report, Console(highlight=False, soft_wrap=False))
-    except KeyboardInterrupt:
-        click.echo("Error: interrupted while printing the report; the output is incomplete.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    JSON is one report's object for a single MODEL, or a document with a
+    `reports` list for a run over configured models (`many`).
+    """
+    if output_format == "json":
+        from nandoctor.report.json_report import dumps, dumps_many
 
-    if fail_on == "never":
-        sys.exit(EXIT_OK)
-    threshold = _SEVERITY_RANK[fail_on]
-    failing = any(_SEVERITY_RANK.get(f.severity, 9) <= threshold for f in report.findings)
-    sys.exit(EXIT_FINDINGS if failing else EXIT_OK)
+        return (dumps_many(reports) if many or len(reports) != 1 else dumps(reports[0])) + "\n"
+    if output_format == "sarif":
+        from nandoctor.report import sarif
+
+        return sarif.render(reports)
+    if output_format == "junit":
+        from nandoctor.report import junit
+
+        return junit.render(reports, fail_on=fail_on)
+    if output_format == "markdown":
+        from nandoctor.report import markdown
+
+        return markdown.render(reports)
+    from nandoctor.report import html
+
+    return html.render(reports)
 
 
 @cli.command()

@@ -42,6 +42,16 @@ def dumps(report):
     return json.dumps(to_dict(report), sort_keys=True, indent=2, allow_nan=False)
 
 
+def dumps_many(reports):
+    """Serialize several reports (a run over configured models) as one document."""
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "nandoctor", "version": __version__},
+        "reports": [to_dict(report) for report in reports],
+    }
+    return json.dumps(_clean(document), sort_keys=True, indent=2, allow_nan=False)
+
+
 def _finding(finding):
     evidence = dataclasses.asdict(finding.evidence)
     evidence["shape"] = list(finding.evidence.shape) if finding.evidence.shape is not None else None

@@ -24,11 +24,13 @@ _KIND_LABEL = {
 _BAR_WIDTH = 24
 
 
-def render(report, console):
-    """Print the headline, one panel per finding and the per-layer table."""
+def render(report, console, quiet=False):
+    """Print the headline, one panel per finding and, unless `quiet`, the tables and notes."""
     console.print(_headline(report))
     for rank, finding in enumerate(report.findings, start=1):
         console.print(_finding_panel(rank, finding))
+    if quiet:
+        return
     console.print(_layer_table(report))
     if report.training:
         console.print(_training_table(report.training))

@@ -162,6 +162,9 @@ def scan(ctx, model, data, debug, quiet, config_path, outputs, **options):
     except KeyboardInterrupt:
         click.echo("Error: interrupted while printing the report; the output is incomplete.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    if any(report.interrupted for report in reports):
+        click.echo("Error: interrupted with Ctrl-C; the report above covers the batches scanned so far.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(exit_status(results, run["fail_on"]))
 
 

@@ -45,6 +45,8 @@ class ScanReport:
     timings: dict = field(default_factory=dict)
     training: dict | None = None
     """The `--fit-steps` replay: settings, break step and per-step numbers."""
+    interrupted: bool = False
+    """True when Ctrl-C stopped the replay before the last batch."""
 
     @property
     def clean(self):
@@ -128,7 +130,7 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
         thresholds = _thresholds(headroom, headroom_factor, min_denominator, max_derivative)
         report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, progress,
                                       thresholds)
-        if fit_steps:
+        if fit_steps and not report.interrupted:
             _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps,
                                  from_init, optimizer, learning_rate, shuffle_seed, trust_code)
     finally:
@@ -291,6 +293,9 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
         ))
 
     notes = []
+    if result.interrupted:
+        notes.append(f"interrupted with Ctrl-C after {result.batches} batches ({result.samples} samples); "
+                     "the findings cover those batches only")
     if source.kind == "random":
         notes.append(f"no data file: inputs are {source.num_samples} samples drawn from a standard normal distribution (seed 0)")
     if training:
@@ -304,7 +309,7 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
     model_info = {"path": loaded.path, "format": loaded.config.format, "name": model.name,
                   "layers": len(result.graph.calls), "parameters": int(model.count_params())}
     return ScanReport(model_info, data, replay_loss.description, findings, layers, result.batches,
-                      result.samples, notes)
+                      result.samples, notes, interrupted=result.interrupted)
 
 
 def _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps, from_init,

@@ -79,6 +79,8 @@ class ReplayResult:
     batches: int = 0
     samples: int = 0
     candidates: list = field(default_factory=list)
+    interrupted: bool = False
+    """True when Ctrl-C stopped the replay; the counts cover the batches done."""
 
 
 class CompiledReplay:
@@ -101,6 +103,7 @@ class CompiledReplay:
         self.bad_variable_ids = set(bad_variable_ids)
         self._skip_layers = None
         self._trainable_upstream = None
+        self._partial = None
         self._functions = {}
         """Compiled steps: False for the fast clean check, True for full counts."""
         self._templates = {}
@@ -162,9 +165,26 @@ class CompiledReplay:
         return scalars, masks
 
     def run(self, source, input_specs, batch_size, progress=None):
-        """Replay every batch of `source` and return a `ReplayResult`."""
+        """Replay every batch of `source` and return a `ReplayResult`.
+
+        Ctrl-C after at least one batch returns the result so far, with
+        `interrupted` set, so that the findings up to then can be reported.
+        """
         result = None
         candidates = {}
+        try:
+            result = self._run_batches(source, input_specs, batch_size, progress, candidates)
+        except KeyboardInterrupt:
+            result = self._partial
+            if result is None:
+                raise
+            result.interrupted = True
+        result.candidates = sorted(candidates.values(), key=lambda c: (c.first_batch, c.phase != "forward", -1 if c.call_index is None else c.call_index))
+        return result
+
+    def _run_batches(self, source, input_specs, batch_size, progress, candidates):
+        result = None
+        self._partial = None
         for batch_index, batch in enumerate(source.batches(batch_size, input_specs)):
             try:
                 summary = self._summaries(batch, detailed=False)
@@ -179,9 +199,10 @@ class CompiledReplay:
             self._mark_candidates(result, summary, batch, batch_index, candidates)
             result.batches += 1
             result.samples += len(batch.inputs[0])
+            # NOTE: Ctrl-C in the middle of the folding above can leave one batch half counted.
+            self._partial = result
             if progress is not None:
                 progress(result.samples)
-        result.candidates = sorted(candidates.values(), key=lambda c: (c.first_batch, c.phase != "forward", -1 if c.call_index is None else c.call_index))
         return result
 
     def _failing_call(self, error):

@@ -28,6 +28,7 @@ def to_dict(report):
             "by_severity": severities,
             "batches": report.batches,
             "samples": report.samples,
+            "interrupted": report.interrupted,
         },
         "findings": [_finding(f) for f in report.findings],
         "layers": [dataclasses.asdict(row) for row in report.layers],

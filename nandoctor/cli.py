@@ -37,7 +37,7 @@ _SCAN_KEYS = {
     "trust_code": "trust-code", "custom_objects": "custom-objects", "x_keys": "x-key", "y_keys": "y-key",
     "loss": "loss", "batch_size": "batch-size", "max_samples": "max-samples", "training_mode": "training-mode",
     "fit_steps": "fit-steps", "from_init": "from-init", "optimizer_name": "optimizer",
-    "learning_rate": "learning-rate", "shuffle_seed": "shuffle-seed",
+    "learning_rate": "learning-rate", "shuffle_seed": "shuffle-seed", "verify_fixes": "verify-fixes",
 }
 _RUN_KEYS = {"fail_on": "fail-on", "output_format": "format", "select": "select", "ignore": "ignore"}
 _FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
@@ -76,6 +76,9 @@ _EXTENSIONS = {".txt": "text", ".json": "json", ".sarif": "sarif", ".xml": "juni
 @click.option("--learning-rate", type=float, help="With --fit-steps: learning rate to use instead of the saved one.")
 @click.option("--shuffle-seed", type=int,
               help="With --fit-steps: shuffle the batches of each epoch with this seed. Default: file order.")
+@click.option("--verify-fixes", is_flag=True,
+              help="Apply each origin's suggested fix in memory, replay its batch forward and backward, "
+                   "and report whether the fix clears the fault.")
 @click.option("--no-headroom", is_flag=True, help="Skip the warnings about ops close to failing.")
 @click.option("--headroom-factor", type=float, metavar="F",
               help="Warn when an overflow is less than F times the input scale away (default 2).")
@@ -116,11 +119,15 @@ def scan(ctx, model, data, debug, quiet, config_path, outputs, **options):
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     from nandoctor.config import ModelEntry, find_config, load_config
-    from nandoctor.gate import ModelResult, exit_status, filter_findings
+    from nandoctor.gate import ModelResult, check_codes, exit_status, filter_findings
 
     config = load_config(config_path or find_config())
     explicit = {name for name in options if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     run = _run_options(options, explicit, config.defaults)
+    check_codes(run["select"], "--select")
+    check_codes(run["ignore"], "--ignore")
+    for entry in config.models:
+        check_codes([rule.code for rule in entry.suppress], f"{config.path}: suppress code")
     targets = _output_targets(outputs)
 
     if model is not None:
@@ -147,6 +154,9 @@ def scan(ctx, model, data, debug, quiet, config_path, outputs, **options):
             results.append(ModelResult(entry.model, error=error))
             continue
         kept, suppressed = filter_findings(report.findings, run["select"], run["ignore"], entry.suppress)
+        left_out = len(report.findings) - len(kept) - len(suppressed)
+        if left_out:
+            report.notes.append(f"{left_out} finding(s) left out by --select or --ignore")
         report.findings = kept
         for finding, rule in suppressed:
             report.notes.append(f"suppressed {finding.code} in {finding.layer or 'the data or loss'}: {rule.reason}")
@@ -220,6 +230,10 @@ def _output_targets(outputs):
                                    f"one of {', '.join(_FORMATS)}, or use a .json, .sarif, .xml, .md, .html "
                                    "or .txt file name.")
         targets.append((_EXTENSIONS[extension], value))
+    for _, path in targets:
+        folder = os.path.dirname(os.path.abspath(path)) if path else ""
+        if not path or os.path.isdir(path) or not os.path.isdir(folder):
+            raise click.UsageError(f"--output {path or '(empty)'}: expected a file path in an existing folder.")
     return targets
 
 
@@ -238,7 +252,7 @@ def _scan_one(model, data, options, debug, quiet):
                             learning_rate=options["learning_rate"], shuffle_seed=options["shuffle_seed"],
                             headroom=options["headroom"], headroom_factor=options["headroom_factor"],
                             min_denominator=options["min_denominator"], max_derivative=options["max_derivative"],
-                            progress=progress)
+                            verify_fixes=options["verify_fixes"], progress=progress)
     except DataLoadError as error:
         # The scanner reports any ValueError or TypeError of the replay as a
         # data problem; one that the model's own code raised is named as such.

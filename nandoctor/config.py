@@ -36,6 +36,7 @@ SCAN_OPTIONS = {
     "trust-code": bool, "custom-objects": list, "x-key": list, "y-key": list, "loss": str,
     "batch-size": int, "max-samples": int, "training-mode": bool, "fit-steps": int,
     "from-init": bool, "optimizer": str, "learning-rate": float, "shuffle-seed": int,
+    "verify-fixes": bool,
 }
 RUN_OPTIONS = {"fail-on": str, "format": str, "select": list, "ignore": list}
 FILE_NAMES = ("nandoctor.toml", "pyproject.toml")
@@ -103,7 +104,13 @@ def load_config(path):
     try:
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except FileNotFoundError as error:
+        raise UsageError(f"configuration file not found: {path}; check the --config path.") from error
+    except IsADirectoryError as error:
+        raise UsageError(f"{path} is a directory; --config takes a .toml file.") from error
+    except OSError as error:
+        raise UsageError(f"failed to read the configuration {path}: {error.strerror or error}.") from error
+    except tomllib.TOMLDecodeError as error:
         raise UsageError(f"failed to read the configuration {path}: {error}; fix the TOML syntax.") from error
     table = document if os.path.basename(path) == "nandoctor.toml" else document.get("tool", {}).get("nandoctor", {})
     if not isinstance(table, dict):
@@ -115,10 +122,12 @@ def load_config(path):
     for key, value in table.items():
         if key == "models":
             if not isinstance(value, list):
-                raise UsageError(f"{path}: 'models' must be an array of tables ([[tool.nandoctor.models]]).")
+                raise UsageError(f"{path}: 'models' must be an array of tables ([[models]] in nandoctor.toml, "
+                                 "[[tool.nandoctor.models]] in pyproject.toml).")
             models = [_model_entry(path, base, index, item) for index, item in enumerate(value)]
         else:
-            defaults[key] = _checked(path, "the nandoctor table", key, value, {**SCAN_OPTIONS, **RUN_OPTIONS})
+            defaults[key] = _checked(path, "the nandoctor table", key, value, {**SCAN_OPTIONS, **RUN_OPTIONS},
+                                     extra=("models",))
     if "custom-objects" in defaults:
         defaults["custom-objects"] = [_resolve_source(base, item) for item in defaults["custom-objects"]]
     return Config(path, defaults, models)
@@ -139,7 +148,7 @@ def _model_entry(path, base, index, item):
                 raise UsageError(f"{path}: {where}.suppress must be an array of tables.")
             suppress = [_suppression(path, f"{where}.suppress[{n}]", entry) for n, entry in enumerate(value)]
         else:
-            options[key] = _checked(path, where, key, value, SCAN_OPTIONS)
+            options[key] = _checked(path, where, key, value, SCAN_OPTIONS, extra=("model", "data", "suppress"))
     if "custom-objects" in options:
         options["custom-objects"] = [_resolve_source(base, entry) for entry in options["custom-objects"]]
     data = item.get("data")
@@ -158,21 +167,31 @@ def _suppression(path, where, entry):
     return Suppression(entry["code"].upper(), reason.strip(), entry.get("layer"))
 
 
-def _checked(path, where, key, value, allowed):
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}
+
+
+def _checked(path, where, key, value, allowed, extra=()):
     if key not in allowed:
-        raise UsageError(f"{path}: unknown key '{key}' in {where}; known keys: {', '.join(sorted(allowed))}.")
+        known = ", ".join(sorted(list(allowed) + list(extra)))
+        raise UsageError(f"{path}: unknown key '{key}' in {where}; known keys: {known}.")
     expected = allowed[key]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if expected is list and isinstance(value, str):
         value = [value]
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise UsageError(f"{path}: '{key}' in {where} must be a {expected.__name__}, received {value!r}.")
+        raise UsageError(f"{path}: '{key}' in {where} must be a {_TYPE_NAMES[expected]}, received {value!r}.")
     return value
 
 
 def _resolve(base, value):
-    return value if os.path.isabs(value) else os.path.normpath(os.path.join(base, value))
+    """Resolve a path against the config's folder, relative to the working directory when inside it.
+
+    Relative paths keep reports the same on every checkout of a repository.
+    """
+    path = value if os.path.isabs(value) else os.path.normpath(os.path.join(base, value))
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _resolve_source(base, value):

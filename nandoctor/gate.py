@@ -38,6 +38,16 @@ def code_selected(code, select=(), ignore=()):
     return chosen >= 0 and chosen > dropped
 
 
+def check_codes(codes, option):
+    """Raise a usage error for a code or prefix that matches no rule, so a typo cannot hide findings."""
+    from nandoctor.diagnosis.registry import RULES
+    from nandoctor.errors import UsageError
+
+    for code in codes:
+        if not any(known.startswith(code.upper()) for known in RULES):
+            raise UsageError(f"{option} {code}: no rule code starts with it; run `nandoctor rules` for the list.")
+
+
 def filter_findings(findings, select=(), ignore=(), suppressions=()):
     """Split findings into those reported and those suppressed.
 

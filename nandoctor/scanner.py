@@ -62,7 +62,7 @@ class ScanReport:
 def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_keys=(), y_keys=(),
          loss=None, batch_size=DEFAULT_BATCH_SIZE, max_samples=None, training=False, fit_steps=0,
          from_init=False, optimizer=None, learning_rate=None, shuffle_seed=None, headroom=True,
-         headroom_factor=None, min_denominator=None, max_derivative=None, progress=None):
+         headroom_factor=None, min_denominator=None, max_derivative=None, verify_fixes=False, progress=None):
     """Scan a saved model on data and return a `ScanReport`.
 
     Args:
@@ -95,6 +95,10 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
             below this (default 1e-6).
         max_derivative: Warn when Sqrt, Log, Acos and the like have a
             derivative above this on the data (default 1e4).
+        verify_fixes: For each origin whose op has an in-memory fix (Exp,
+            divisions, Log, Sqrt, Rsqrt, Pow, Acos, Asin), apply the fix on the
+            first failing batch, replay forward and backward, and set
+            `fix_verified` and `fix_check` on the finding.
         progress: Optional callable taking the number of samples done.
 
     Returns:
@@ -129,7 +133,7 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
     try:
         thresholds = _thresholds(headroom, headroom_factor, min_denominator, max_derivative)
         report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, progress,
-                                      thresholds)
+                                      thresholds, verify_fixes=verify_fixes)
         if fit_steps and not report.interrupted:
             _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps,
                                  from_init, optimizer, learning_rate, shuffle_seed, trust_code)
@@ -209,7 +213,7 @@ def _model_specs(model, path):
 
 
 def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, training, progress,
-                         thresholds=None, headroom_batches=HEADROOM_BATCHES):
+                         thresholds=None, headroom_batches=HEADROOM_BATCHES, verify_fixes=False):
     from nandoctor.diagnosis import build
     from nandoctor.replay.loss import build_loss
     from nandoctor.replay.ops import trace_batch
@@ -269,6 +273,8 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
             findings.append(build.origin_finding(result, candidate, fault, row_map, loss_label))
         candidate_batch_release(candidates)
 
+    if verify_fixes:
+        findings = _verify_fixes(findings, result, replay_loss, source, input_specs, batch_size)
     if thresholds is not None:
         findings += _headroom_findings(result, replay_loss, source, input_specs, batch_size, thresholds,
                                        headroom_batches, findings, loss_label)
@@ -339,6 +345,40 @@ def _add_training_replay(report, loaded, source, input_specs, loss, batch_size, 
     report.training = summary
     if from_init:
         report.notes.append("the training replay started from fresh weights (seed 0), not from the file's")
+
+
+def _verify_fixes(findings, result, replay_loss, source, input_specs, batch_size):
+    """Apply each origin's fix in memory on its first failing batch and record whether it clears the fault."""
+    import dataclasses
+
+    from nandoctor.diagnosis.rules import overflow
+    from nandoctor.replay.fixes import FIXABLE_OPS, verify
+
+    batches = {}
+    wanted = {f.evidence.batch for f in findings if f.phase in ("forward", "backward") and f.op in FIXABLE_OPS}
+    for batch_index, batch in enumerate(source.batches(batch_size, input_specs)):
+        if batch_index in wanted:
+            batches[batch_index] = batch
+        if len(batches) == len(wanted):
+            break
+
+    checked = []
+    for finding in findings:
+        batch = batches.get(finding.evidence.batch)
+        if finding.phase not in ("forward", "backward") or finding.op not in FIXABLE_OPS or batch is None:
+            checked.append(finding)
+            continue
+        rows = _finite_rows(batch)
+        target = "loss" if finding.layer is None else finding.layer_index
+        outcome = verify(result.graph, replay_loss, [x[rows] for x in batch.inputs],
+                         [y[rows] for y in (batch.targets or [])], target, finding.op)
+        fix = finding.fix
+        if finding.op in ("Exp", "Expm1") and outcome["verified"]:
+            fix = overflow.fix(finding.op, finding.evidence.details.get("dtype_max", 3.4028234663852886e38),
+                               bound=outcome["parameter"])
+        check = {"batch": finding.evidence.batch, "before": outcome["before"], "after": outcome["after"]}
+        checked.append(dataclasses.replace(finding, fix=fix, fix_verified=outcome["verified"], fix_check=check))
+    return checked
 
 
 def _headroom_findings(result, replay_loss, source, input_specs, batch_size, thresholds, headroom_batches,

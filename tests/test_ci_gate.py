@@ -167,3 +167,43 @@ def test_no_color_without_terminal(tf):
     result = run([sample("exp_overflow"), sample("exp_overflow", ".npz")])
     assert "\x1b[" not in result.stdout
     assert result.stderr == ""
+
+
+def test_unknown_select_code_rejected(tf):
+    result = run([sample("exp_overflow"), sample("exp_overflow", ".npz"), "--select", "XX9"])
+    assert result.exit_code == 2
+    assert "no rule code starts with it" in result.stderr
+
+
+def test_ignored_findings_noted(tf):
+    result = run([sample("exp_overflow"), sample("exp_overflow", ".npz"), "--ignore", "ND101"])
+    assert result.exit_code == 0
+    assert "left out by --select or --ignore" in result.stdout
+
+
+def test_unknown_suppression_code_rejected(tf, tmp_path):
+    write_config(tmp_path, f"""
+[[models]]
+model = "{sample('exp_overflow')}"
+
+[[models.suppress]]
+code = "ND999"
+reason = "typo"
+""")
+    result = run([], cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "ND999" in result.stderr
+
+
+def test_output_folder_missing_fails_before_scan(tf, tmp_path):
+    result = run([sample("exp_overflow"), sample("exp_overflow", ".npz"),
+                  "--output", str(tmp_path / "absent" / "out.json")])
+    assert result.exit_code == 2
+    assert "existing folder" in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_config_file(tf, tmp_path):
+    result = run([sample("healthy"), "--config", str(tmp_path / "nosuch.toml")])
+    assert result.exit_code == 2
+    assert "configuration file not found" in result.stderr

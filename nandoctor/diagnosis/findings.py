@@ -59,6 +59,11 @@ class Finding:
     """Layers downstream whose non-finite values come from this origin."""
     layer_index: int = -1
     """Position of the layer call in execution order, for ranking."""
+    fix_verified: bool | None = None
+    """With --verify-fixes: whether applying the fix in memory cleared the fault;
+    None when not attempted."""
+    fix_check: dict | None = None
+    """With --verify-fixes: non-finite counts `before` and `after` the fix, and the batch."""
     step: int | None = None
     """For training-replay findings: the 0-based optimizer step whose update
     first produced a non-finite value (-1 when the saved weights already were)."""

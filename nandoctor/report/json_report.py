@@ -73,6 +73,8 @@ def _finding(finding):
         "fix": finding.fix,
         "propagated_to": list(finding.propagated_to),
         "step": finding.step,
+        "fix_verified": finding.fix_verified,
+        "fix_check": finding.fix_check,
     }
 
 

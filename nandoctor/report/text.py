@@ -78,6 +78,15 @@ def _finding_panel(rank, finding):
         lines.append(f"{shown}{more}\n")
     lines.append("fix       ", style="dim")
     lines.append(finding.fix, style="green")
+    if finding.fix_verified is not None:
+        before, after = finding.fix_check["before"], finding.fix_check["after"]
+        status = "verified" if finding.fix_verified else "NOT verified"
+        lines.append("\nchecked   ", style="dim")
+        lines.append(f"{status} on batch {finding.fix_check['batch']}: non-finite outputs {before['outputs']} -> "
+                     f"{after['outputs']}, gradients {before['gradients']} -> {after['gradients']}, loss "
+                     f"{'finite' if before['loss_finite'] else 'non-finite'} -> "
+                     f"{'finite' if after['loss_finite'] else 'non-finite'}",
+                     style="green" if finding.fix_verified else "bold red")
     title = Text()
     title.append(f"#{rank} {finding.code} ", style=_SEVERITY_STYLE.get(finding.severity, ""))
     title.append(f"{_KIND_LABEL.get(finding.kind, finding.kind)} ({finding.severity})")

@@ -36,14 +36,18 @@ RULE = Rule("ND101", "overflow", "overflow", "error",
 _EXP_OPS = ("Exp", "Expm1")
 
 
-def fix(op, dtype_max):
-    """Write the fix for an overflow in `op`, given the dtype's largest value."""
+def fix(op, dtype_max, bound=None):
+    """Write the fix for an overflow in `op`, given the dtype's largest value.
+
+    `bound` is the Exp argument bound to suggest; by default the largest whole
+    number 8 below the overflow threshold (80 for float32).
+    """
     if op in _EXP_OPS:
-        bound = math.floor(math.log(dtype_max)) - 8
+        bound = bound if bound is not None else math.floor(math.log(dtype_max)) - 8
         return (
-            f"Clip the argument before the exp, for example `tf.exp(tf.minimum(z, {bound}.0))`, "
-            "or keep the value in log space (`tf.math.softplus`, `tf.math.reduce_logsumexp`, "
-            "or predict the log directly)."
+            f"Clip the argument before the exp, for example `tf.exp(tf.clip_by_value(z, -{bound:g}, {bound:g}))` "
+            "(the lower bound keeps exp from underflowing to 0 before a division or log), or keep the "
+            "value in log space (`tf.math.softplus`, `tf.math.reduce_logsumexp`, or predict the log directly)."
         )
     if op == "Cast":
         return (

@@ -38,6 +38,7 @@ _SCAN_KEYS = {
     "loss": "loss", "batch_size": "batch-size", "max_samples": "max-samples", "training_mode": "training-mode",
     "fit_steps": "fit-steps", "from_init": "from-init", "optimizer_name": "optimizer",
     "learning_rate": "learning-rate", "shuffle_seed": "shuffle-seed", "verify_fixes": "verify-fixes",
+    "stress": "stress", "save_repro": "save-repro",
 }
 _RUN_KEYS = {"fail_on": "fail-on", "output_format": "format", "select": "select", "ignore": "ignore"}
 _FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
@@ -79,6 +80,11 @@ _EXTENSIONS = {".txt": "text", ".json": "json", ".sarif": "sarif", ".xml": "juni
 @click.option("--verify-fixes", is_flag=True,
               help="Apply each origin's suggested fix in memory, replay its batch forward and backward, "
                    "and report whether the fix clears the fault.")
+@click.option("--stress", is_flag=True,
+              help="Probe the inputs beyond the data and search for inputs that make risky ops fail; "
+                   "faults found this way have phase 'stress'.")
+@click.option("--save-repro", type=click.Path(file_okay=False), metavar="DIR",
+              help="With --stress: write each stress fault's inputs to DIR as an .npz that scan reproduces.")
 @click.option("--no-headroom", is_flag=True, help="Skip the warnings about ops close to failing.")
 @click.option("--headroom-factor", type=float, metavar="F",
               help="Warn when an overflow is less than F times the input scale away (default 2).")
@@ -252,7 +258,8 @@ def _scan_one(model, data, options, debug, quiet):
                             learning_rate=options["learning_rate"], shuffle_seed=options["shuffle_seed"],
                             headroom=options["headroom"], headroom_factor=options["headroom_factor"],
                             min_denominator=options["min_denominator"], max_derivative=options["max_derivative"],
-                            verify_fixes=options["verify_fixes"], progress=progress)
+                            verify_fixes=options["verify_fixes"], stress=options["stress"],
+                            save_repro=options["save_repro"], progress=progress)
     except DataLoadError as error:
         # The scanner reports any ValueError or TypeError of the replay as a
         # data problem; one that the model's own code raised is named as such.

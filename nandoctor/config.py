@@ -36,7 +36,7 @@ SCAN_OPTIONS = {
     "trust-code": bool, "custom-objects": list, "x-key": list, "y-key": list, "loss": str,
     "batch-size": int, "max-samples": int, "training-mode": bool, "fit-steps": int,
     "from-init": bool, "optimizer": str, "learning-rate": float, "shuffle-seed": int,
-    "verify-fixes": bool,
+    "verify-fixes": bool, "stress": bool, "save-repro": str,
 }
 RUN_OPTIONS = {"fail-on": str, "format": str, "select": list, "ignore": list}
 FILE_NAMES = ("nandoctor.toml", "pyproject.toml")

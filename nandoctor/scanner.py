@@ -47,6 +47,8 @@ class ScanReport:
     """The `--fit-steps` replay: settings, break step and per-step numbers."""
     interrupted: bool = False
     """True when Ctrl-C stopped the replay before the last batch."""
+    graph: object = None
+    """The `LayerGraph` the replay ran, for later passes over the same model."""
 
     @property
     def clean(self):
@@ -62,7 +64,8 @@ class ScanReport:
 def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_keys=(), y_keys=(),
          loss=None, batch_size=DEFAULT_BATCH_SIZE, max_samples=None, training=False, fit_steps=0,
          from_init=False, optimizer=None, learning_rate=None, shuffle_seed=None, headroom=True,
-         headroom_factor=None, min_denominator=None, max_derivative=None, verify_fixes=False, progress=None):
+         headroom_factor=None, min_denominator=None, max_derivative=None, verify_fixes=False, stress=False,
+         save_repro=None, progress=None):
     """Scan a saved model on data and return a `ScanReport`.
 
     Args:
@@ -99,6 +102,11 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
             divisions, Log, Sqrt, Rsqrt, Pow, Acos, Asin), apply the fix on the
             first failing batch, replay forward and backward, and set
             `fix_verified` and `fix_check` on the finding.
+        stress: Probe the model beyond the data and search for inputs that
+            make its risky ops fail (see `nandoctor.replay.stress`); each
+            fault found becomes a finding with phase "stress".
+        save_repro: A folder to write each stress finding's inputs to, as an
+            `.npz` that `nandoctor scan MODEL FILE` reproduces.
         progress: Optional callable taking the number of samples done.
 
     Returns:
@@ -114,6 +122,8 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
     unused = [name for name, value in replay_only.items() if value not in (None, False)]
     if unused and not fit_steps:
         raise UsageError(f"{', '.join(unused)} only apply to the training replay; add --fit-steps N.")
+    if save_repro and not stress:
+        raise UsageError("--save-repro writes the inputs that --stress finds; add --stress.")
     if max_samples is not None and max_samples < 1:
         raise UsageError(f"--max-samples must be at least 1, received {max_samples}.")
     started = time.perf_counter()
@@ -134,6 +144,8 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
         thresholds = _thresholds(headroom, headroom_factor, min_denominator, max_derivative)
         report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, progress,
                                       thresholds, verify_fixes=verify_fixes)
+        if stress and not report.interrupted:
+            _add_stress(report, loaded, source, input_specs, batch_size, training, save_repro)
         if fit_steps and not report.interrupted:
             _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps,
                                  from_init, optimizer, learning_rate, shuffle_seed, trust_code)
@@ -315,7 +327,7 @@ def _replay_and_diagnose(loaded, source, input_specs, loss_name, batch_size, tra
     model_info = {"path": loaded.path, "format": loaded.config.format, "name": model.name,
                   "layers": len(result.graph.calls), "parameters": int(model.count_params())}
     return ScanReport(model_info, data, replay_loss.description, findings, layers, result.batches,
-                      result.samples, notes, interrupted=result.interrupted)
+                      result.samples, notes, interrupted=result.interrupted, graph=result.graph)
 
 
 def _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps, from_init,
@@ -345,6 +357,43 @@ def _add_training_replay(report, loaded, source, input_specs, loss, batch_size, 
     report.training = summary
     if from_init:
         report.notes.append("the training replay started from fresh weights (seed 0), not from the file's")
+
+
+def _add_stress(report, loaded, source, input_specs, batch_size, training, save_repro):
+    """Run the stress probes and search, and add the faults they find to the report."""
+    import dataclasses
+    import os
+
+    import numpy as np
+
+    from nandoctor.diagnosis.build import finalize
+    from nandoctor.loading.data import DataSource
+    from nandoctor.replay.stress import find_stress_inputs
+
+    graph = report.graph
+    custom = {call.index for call in graph.calls if _is_custom_layer(call.layer)}
+    found = find_stress_inputs(graph, source, input_specs, batch_size, custom)
+    stress_source = DataSource(None, "memory", found.inputs, [], list(source.input_keys), [], len(found.origins))
+    sub = _replay_and_diagnose(loaded, stress_source, input_specs, None, batch_size, training, None)
+
+    known = {(f.code, f.layer, f.op) for f in report.findings}
+    added = []
+    for finding in sub.findings:
+        if finding.phase not in ("forward", "backward") or (finding.code, finding.layer, finding.op) in known:
+            continue
+        rows = list(finding.evidence.first_sample_indices) or [0]
+        origin = found.origins[rows[0]] if rows[0] < len(found.origins) else "a stress input"
+        repro = None
+        if save_repro:
+            os.makedirs(save_repro, exist_ok=True)
+            repro = os.path.join(save_repro, f"stress-{len(added) + 1}-{finding.code}-{finding.layer or 'loss'}.npz")
+            np.savez(repro, **{key: array[rows] for key, array in zip(source.input_keys, found.inputs)})
+        evidence = dataclasses.replace(finding.evidence, details=dict(finding.evidence.details, stress_input=origin),
+                                       sentence=f"on a stress input ({origin}), {finding.evidence.sentence}")
+        added.append(dataclasses.replace(finding, phase="stress", evidence=evidence, repro=repro))
+        known.add((finding.code, finding.layer, finding.op))
+    report.findings = finalize(report.findings + added)
+    report.notes.append(f"stress search: {found.budget}; {len(added)} new fault(s) found")
 
 
 def _verify_fixes(findings, result, replay_loss, source, input_specs, batch_size):

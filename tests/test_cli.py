@@ -12,7 +12,7 @@ from tests.conftest import REPO, sample
 
 JSON_KEYS = {"schema_version", "tool", "model", "data", "loss", "summary", "findings", "layers", "notes", "training"}
 FINDING_KEYS = {"code", "rule", "kind", "severity", "phase", "layer", "layer_class", "op", "location",
-                "message", "evidence", "fix", "propagated_to", "step", "fix_verified", "fix_check"}
+                "message", "evidence", "fix", "propagated_to", "step", "repro", "fix_verified", "fix_check"}
 SUMMARY_KEYS = {"status", "findings", "by_kind", "by_severity", "batches", "samples", "interrupted"}
 
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-PHASE_ORDER = {"data": 0, "weights": 1, "forward": 2, "backward": 3, "training": 4}
+PHASE_ORDER = {"data": 0, "weights": 1, "forward": 2, "backward": 3, "training": 4, "stress": 5}
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Finding:
     kind: str
     severity: str
     phase: str
-    """"data", "weights", "forward", "backward" or "training"."""
+    """"data", "weights", "forward", "backward", "training" or "stress"."""
     layer: str | None
     """Layer name, or None for the data or the loss."""
     layer_class: str | None
@@ -64,6 +64,8 @@ class Finding:
     None when not attempted."""
     fix_check: dict | None = None
     """With --verify-fixes: non-finite counts `before` and `after` the fix, and the batch."""
+    repro: str | None = None
+    """For `--stress` findings saved with `--save-repro`: the `.npz` that reproduces it."""
     step: int | None = None
     """For training-replay findings: the 0-based optimizer step whose update
     first produced a non-finite value (-1 when the saved weights already were)."""

@@ -73,6 +73,7 @@ def _finding(finding):
         "fix": finding.fix,
         "propagated_to": list(finding.propagated_to),
         "step": finding.step,
+        "repro": finding.repro,
         "fix_verified": finding.fix_verified,
         "fix_check": finding.fix_check,
     }

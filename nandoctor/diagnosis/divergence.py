@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from nandoctor.diagnosis.findings import Evidence, Finding
+from nandoctor.diagnosis.numbers import format_number
 from nandoctor.diagnosis.registry import rule_for_kind
 
 EXPLODING_GROWTH = 1e3
@@ -36,17 +37,17 @@ def chain_sentence(result):
     if not steps:
         return "no step was replayed"
     last = len(steps) - 1
-    parts = [f"loss {_fmt(steps[0].loss)} at step 0 -> {_fmt(steps[last].loss)} at step {last}"]
-    parts.append(f"global gradient norm {_fmt(steps[0].grad_norm)} -> {_fmt(steps[last].grad_norm)}"
+    parts = [f"loss {format_number(steps[0].loss)} at step 0 -> {format_number(steps[last].loss)} at step {last}"]
+    parts.append(f"global gradient norm {format_number(steps[0].grad_norm)} -> {format_number(steps[last].grad_norm)}"
                  f"{_per_step(steps[0].grad_norm, steps[last].grad_norm, last)}")
     growth = _weight_growth(steps)
     if growth:
         path, first, final = growth
-        parts.append(f"largest weight growth in '{path}': norm {_fmt(first)} -> {_fmt(final)}"
+        parts.append(f"largest weight growth in '{path}': norm {format_number(first)} -> {format_number(final)}"
                      f"{_per_step(first, final, last)}")
     ratio, ratio_step, ratio_path = _largest_update(steps)
     if ratio is not None:
-        parts.append(f"largest update/weight ratio {_fmt(ratio)} in '{ratio_path}' at step {ratio_step}")
+        parts.append(f"largest update/weight ratio {format_number(ratio)} in '{ratio_path}' at step {ratio_step}")
     return "; ".join(parts)
 
 
@@ -86,7 +87,7 @@ def likely_causes(result, origins, float16_model, loss_on_probabilities):
     if data_scale > UNNORMALIZED_SCALE:
         which = "targets" if max(result.target_absmax, default=0.0) >= max(result.input_absmax, default=0.0) else "inputs"
         causes.append(Cause(
-            "unnormalized data", f"the {which} reach |value| = {_fmt(data_scale)}",
+            "unnormalized data", f"the {which} reach |value| = {format_number(data_scale)}",
             "normalize the inputs with a keras.layers.Normalization layer adapted on them "
             "(norm.adapt(x)) and scale the targets to unit variance (y / y.std())"))
     ratio, _, _ = _largest_update(result.steps)
@@ -95,11 +96,11 @@ def likely_causes(result, origins, float16_model, loss_on_probabilities):
     if rate is not None and ((ratio is not None and ratio > LARGE_UPDATE_RATIO) or fast_loss):
         causes.append(Cause(
             "learning rate too high",
-            f"updates reach {_fmt(ratio)} times the weight's norm in one step" if ratio else "the loss grows step after step",
+            f"updates reach {format_number(ratio)} times the weight's norm in one step" if ratio else "the loss grows step after step",
             f"lower the learning rate to {rate / 10:g} (ten times lower than {rate:g})"))
     if not clipped and _grad_growth(result.steps) > 100:
         causes.append(Cause(
-            "missing gradient clipping", f"the gradient norm grows {_fmt(_grad_growth(result.steps))} times",
+            "missing gradient clipping", f"the gradient norm grows {format_number(_grad_growth(result.steps))} times",
             "clip gradients: pass clipnorm=1.0 to the optimizer"))
     return causes
 
@@ -138,12 +139,12 @@ def gradient_warnings(result):
             findings.append(Finding(
                 code=rule.code, rule=rule.name, kind=rule.kind, severity=rule.severity, phase="training",
                 layer=None, layer_class=None, op=None, location=None,
-                evidence=Evidence(f"global gradient norm {_fmt(steps[0].grad_norm)} at step {steps[0].step} "
-                                  f"rises to {_fmt(peak.grad_norm)} at step {peak.step} "
-                                  f"({_fmt(peak.grad_norm / steps[0].grad_norm)} times)" if steps[0].grad_norm > 0 else
-                                  f"global gradient norm peaks at {_fmt(peak.grad_norm)} at step {peak.step}",
+                evidence=Evidence(f"global gradient norm {format_number(steps[0].grad_norm)} at step {steps[0].step} "
+                                  f"rises to {format_number(peak.grad_norm)} at step {peak.step} "
+                                  f"({format_number(peak.grad_norm / steps[0].grad_norm)} times)" if steps[0].grad_norm > 0 else
+                                  f"global gradient norm peaks at {format_number(peak.grad_norm)} at step {peak.step}",
                                   batch=peak.step, details={"growth": growth}),
-                message=f"The gradient norm grew {_fmt(growth)} times over {len(steps)} steps.",
+                message=f"The gradient norm grew {format_number(growth)} times over {len(steps)} steps.",
                 fix="Clip gradients with clipnorm=1.0 on the optimizer and lower the learning rate.",
                 step=peak.step))
     if steps:
@@ -196,13 +197,3 @@ def _per_step(first, final, count):
     if count < 1 or not (math.isfinite(first) and math.isfinite(final)) or first <= 0 or final <= 0:
         return ""
     return f" (x{(final / first) ** (1 / count):.3g} per step)"
-
-
-def _fmt(value):
-    if value is None:
-        return "n/a"
-    if not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.4g}"
-    return f"{value:.3g}"

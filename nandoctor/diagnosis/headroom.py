@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nandoctor.diagnosis.findings import Evidence, Finding, Location
+from nandoctor.diagnosis.numbers import format_number
 from nandoctor.diagnosis.registry import rule_for_kind
 from nandoctor.diagnosis.rules import division_by_zero, overflow
 
@@ -90,8 +91,8 @@ def activation_risks(calls, layers, thresholds):
             if factor < thresholds.headroom_factor ** 4:
                 risks[(call.index, -1, what)] = Risk(
                     "overflow_risk", None, call.index, None, largest, True,
-                    f"{what} reach |x| = {_fmt(largest)}, only {_fmt(factor)} times below the {dtype} max "
-                    f"of {_fmt(limit)}", {"dtype_max": limit, "scale_headroom": factor, "tensor": what})
+                    f"{what} reach |x| = {format_number(largest)}, only {format_number(factor)} times below the {dtype} max "
+                    f"of {format_number(limit)}", {"dtype_max": limit, "scale_headroom": factor, "tensor": what})
     return risks
 
 
@@ -131,7 +132,7 @@ def _op_risk(record, target, thresholds):
         factor = threshold / largest
         if factor < thresholds.headroom_factor:
             return Risk("overflow_risk", op, target, record.location, largest, True,
-                        f"{op} argument reaches {_fmt(largest)}; {x.dtype} overflows above {threshold:.2f}, "
+                        f"{op} argument reaches {format_number(largest)}; {x.dtype} overflows above {threshold:.2f}, "
                         f"so the argument may grow only {factor:.3g} times",
                         {"threshold": threshold, "scale_headroom": factor})
     elif op in ("Square", "Pow") and len(values) >= 1:
@@ -141,7 +142,7 @@ def _op_risk(record, target, thresholds):
             factor = (limit ** (1.0 / exponent)) / largest
             if factor < thresholds.headroom_factor:
                 return Risk("overflow_risk", op, target, record.location, largest, True,
-                            f"{op} base reaches |x| = {_fmt(largest)}; its result overflows {x.dtype} once the "
+                            f"{op} base reaches |x| = {format_number(largest)}; its result overflows {x.dtype} once the "
                             f"base grows {factor:.3g} times", {"scale_headroom": factor})
         if op == "Pow" and exponent is not None and 0 < exponent < 1:
             return _small_argument(record, target, x, thresholds, exponent)
@@ -152,16 +153,16 @@ def _op_risk(record, target, thresholds):
         smallest = float(np.abs(denominator).min())
         if 0 < smallest < thresholds.min_denominator:
             return Risk("division_risk", op, target, record.location, smallest, False,
-                        f"{op} denominator comes within {_fmt(smallest)} of 0 (threshold "
-                        f"{thresholds.min_denominator:g}); the quotient reaches {_fmt(1.0 / smallest)} per unit numerator",
+                        f"{op} denominator comes within {format_number(smallest)} of 0 (threshold "
+                        f"{thresholds.min_denominator:g}); the quotient reaches {format_number(1.0 / smallest)} per unit numerator",
                         {"min_abs_denominator": smallest})
     elif op in ("Log", "Rsqrt", "Log1p"):
         edge = -1.0 if op == "Log1p" else 0.0
         distance = float((x - edge).min())
         if 0 < distance and 1.0 / distance > thresholds.max_derivative:
             return Risk("division_risk", op, target, record.location, distance, False,
-                        f"{op} argument comes within {_fmt(distance)} of {edge:g}, where its derivative "
-                        f"1/x reaches {_fmt(1.0 / distance)}", {"min_distance": distance})
+                        f"{op} argument comes within {format_number(distance)} of {edge:g}, where its derivative "
+                        f"1/x reaches {format_number(1.0 / distance)}", {"min_distance": distance})
     elif op == "Sqrt":
         return _small_argument(record, target, x, thresholds, 0.5)
     elif op in ("Acos", "Asin", "Atanh"):
@@ -172,8 +173,8 @@ def _op_risk(record, target, thresholds):
             # least 6e-8 away, where the derivative of Acos is only about 2900.
             if derivative > math.sqrt(thresholds.max_derivative):
                 return Risk("domain_risk", op, target, record.location, gap, False,
-                            f"{op} argument comes within {_fmt(gap)} of ±1, where the derivative reaches "
-                            f"{_fmt(derivative)}", {"distance_to_edge": gap, "derivative": derivative})
+                            f"{op} argument comes within {format_number(gap)} of ±1, where the derivative reaches "
+                            f"{format_number(derivative)}", {"distance_to_edge": gap, "derivative": derivative})
     return None
 
 
@@ -186,8 +187,8 @@ def _small_argument(record, target, x, thresholds, exponent):
     derivative = exponent * smallest ** (exponent - 1.0)
     if derivative > thresholds.max_derivative:
         return Risk("gradient_risk", record.op_type, target, record.location, smallest, False,
-                    f"{record.op_type} argument comes down to {_fmt(smallest)}, where its derivative reaches "
-                    f"{_fmt(derivative)} (threshold {thresholds.max_derivative:g})",
+                    f"{record.op_type} argument comes down to {format_number(smallest)}, where its derivative reaches "
+                    f"{format_number(derivative)} (threshold {thresholds.max_derivative:g})",
                     {"min_argument": smallest, "derivative": derivative})
     return None
 
@@ -205,9 +206,3 @@ def _fix(risk):
 def _scalar(value):
     value = np.asarray(value)
     return float(value.reshape(-1)[0]) if value.size and np.all(value == value.reshape(-1)[0]) else None
-
-
-def _fmt(value):
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.4g}"
-    return f"{value:.3g}"

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nandoctor.diagnosis.numbers import format_number
+
 # Ops whose second input (first for the unary ones) is a denominator.
 DIVISION_OPS = {"RealDiv": 1, "Div": 1, "DivNoNan": 1, "FloorDiv": 1, "TruncateDiv": 1,
                 "FloorMod": 1, "Mod": 1, "TruncateMod": 1, "Xdivy": 1,
@@ -114,15 +116,15 @@ def _classify_forward(record, output):
     if op in ("Exp", "Expm1"):
         threshold = float(np.log(limit))
         fault.details["threshold"] = threshold
-        fault.sentence = f"{op} input reaches {_num(high)}; {dtype} overflows above {threshold:.2f}"
+        fault.sentence = f"{op} input reaches {format_number(high)}; {dtype} overflows above {threshold:.2f}"
     elif op == "Cast":
-        fault.sentence = f"Cast to {dtype}: |x| reaches {_num(max(abs(low or 0), abs(high or 0)))}; the {dtype} max is {_num(limit)}"
+        fault.sentence = f"Cast to {dtype}: |x| reaches {format_number(max(abs(low or 0), abs(high or 0)))}; the {dtype} max is {format_number(limit)}"
     else:
         biggest = max(abs(low or 0.0), abs(high or 0.0))
-        fault.sentence = f"{op} inputs reach |x| = {_num(biggest)} and its result passes the {dtype} max of {_num(limit)}, giving {bad_text}"
+        fault.sentence = f"{op} inputs reach |x| = {format_number(biggest)} and its result passes the {dtype} max of {format_number(limit)}, giving {bad_text}"
     if nan and not (posinf or neginf) and op not in _ARITHMETIC:
         fault.kind = "invalid_domain"
-        fault.sentence = f"{op} gives NaN for finite inputs in [{_num(low)}, {_num(high)}]"
+        fault.sentence = f"{op} gives NaN for finite inputs in [{format_number(low)}, {format_number(high)}]"
     return fault
 
 
@@ -135,26 +137,26 @@ def _domain_sentence(op, x, inputs):
     """Return (kind, sentence) when `x` leaves the domain of `op`, else None."""
     if op in ("Log", "Xlogy"):
         if (x < 0).any():
-            return "invalid_domain", f"{op} input is negative in {int((x < 0).sum())} element(s) (min {_num(float(x.min()))})"
+            return "invalid_domain", f"{op} input is negative in {int((x < 0).sum())} element(s) (min {format_number(float(x.min()))})"
         if (x == 0).any():
             return "division_by_zero", f"{op} input is exactly 0 in {int((x == 0).sum())} element(s), giving -Inf"
     elif op == "Log1p":
         if (x < -1).any():
-            return "invalid_domain", f"Log1p input is below -1 in {int((x < -1).sum())} element(s) (min {_num(float(x.min()))})"
+            return "invalid_domain", f"Log1p input is below -1 in {int((x < -1).sum())} element(s) (min {format_number(float(x.min()))})"
         if (x == -1).any():
             return "division_by_zero", f"Log1p input is exactly -1 in {int((x == -1).sum())} element(s), giving -Inf"
     elif op == "Sqrt":
         if (x < 0).any():
-            return "invalid_domain", f"Sqrt input is negative in {int((x < 0).sum())} element(s) (min {_num(float(x.min()))})"
+            return "invalid_domain", f"Sqrt input is negative in {int((x < 0).sum())} element(s) (min {format_number(float(x.min()))})"
     elif op == "Rsqrt":
         if (x < 0).any():
-            return "invalid_domain", f"Rsqrt input is negative in {int((x < 0).sum())} element(s) (min {_num(float(x.min()))})"
+            return "invalid_domain", f"Rsqrt input is negative in {int((x < 0).sum())} element(s) (min {format_number(float(x.min()))})"
         if (x == 0).any():
             return "division_by_zero", f"Rsqrt input is exactly 0 in {int((x == 0).sum())} element(s), giving +Inf"
     elif op in ("Acos", "Asin"):
         outside = np.abs(x) > 1
         if outside.any():
-            return "invalid_domain", f"{op} input leaves [-1, 1] in {int(outside.sum())} element(s) (|x| up to {_num(float(np.abs(x).max()))})"
+            return "invalid_domain", f"{op} input leaves [-1, 1] in {int(outside.sum())} element(s) (|x| up to {format_number(float(np.abs(x).max()))})"
     elif op == "Atanh":
         if (np.abs(x) > 1).any():
             return "invalid_domain", f"Atanh input leaves [-1, 1] in {int((np.abs(x) > 1).sum())} element(s)"
@@ -245,11 +247,3 @@ def _is_float(value):
 def _bad_text(nan, posinf, neginf):
     parts = [f"{n} {label}" for n, label in ((nan, "NaN"), (posinf, "+Inf"), (neginf, "-Inf")) if n]
     return ", ".join(parts) or "no non-finite values"
-
-
-def _num(value):
-    if value is None:
-        return "n/a"
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.4g}"
-    return f"{value:.3g}"

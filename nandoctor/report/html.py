@@ -13,19 +13,8 @@ import re
 
 from nandoctor import __version__
 from nandoctor.diagnosis.registry import RULES
-from nandoctor.report.text import _short_path
+from nandoctor.report.labels import KIND_LABELS, short_path
 
-_KIND_LABELS = {
-    "nonfinite_input": "non-finite input data",
-    "nonfinite_weights": "non-finite saved weights",
-    "overflow": "overflow",
-    "division_by_zero": "division by zero",
-    "invalid_domain": "invalid domain",
-    "infinite_gradient": "infinite gradient",
-    "divergence": "divergence in training",
-    "exploding_gradient": "exploding gradient",
-    "vanishing_gradient": "vanishing gradient",
-}
 _SEVERITIES = ("error", "warning", "info")
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 
@@ -145,12 +134,12 @@ def render(reports):
 
 def _model_path(report):
     """Return the model's path, relative to the working directory when it lies inside it."""
-    return _short_path(report.model["path"])
+    return short_path(report.model["path"])
 
 
 def _data_path(report):
     """Return the data file's path like `_model_path`, or "random inputs" when there was none."""
-    return _short_path(report.data["path"]) if report.data["path"] else "random inputs"
+    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
 
 
 def _escape(text):
@@ -241,7 +230,7 @@ def _finding_card(rank, finding):
     rows = [("where", place)]
     if finding.location:
         location = finding.location
-        rows.append(("source", f'<span class="mono">{_escape(_short_path(location.file))}:{_escape(location.line)}'
+        rows.append(("source", f'<span class="mono">{_escape(short_path(location.file))}:{_escape(location.line)}'
                                f"</span> in <code>{_escape(location.function)}</code>"))
     rows.append(("evidence", _prose(finding.evidence.sentence)))
     if finding.propagated_to:
@@ -252,7 +241,7 @@ def _finding_card(rank, finding):
         rows.append(("rule", f"{_escape(rule.name)}: {_prose(rule.summary)}"))
 
     body = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
-    kind = _KIND_LABELS.get(finding.kind, finding.kind)
+    kind = KIND_LABELS.get(finding.kind, finding.kind)
     return (f'<article class="finding {_escape(finding.severity)}">'
             f"<h4>#{rank} {_escape(finding.code)} {_escape(kind)} ({_escape(finding.severity)})</h4>"
             f"<dl>{body}</dl></article>")

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 from nandoctor import __version__
 from nandoctor.diagnosis.findings import SEVERITY_ORDER
-from nandoctor.report.text import _short_path
+from nandoctor.report.labels import short_path
 
 FAIL_ON_CHOICES = ("error", "warning", "never")
 _PHASE_LABELS = {"data": "input data", "weights": "saved weights", "forward": "forward pass",
@@ -66,12 +66,12 @@ def render(reports, *, fail_on="error"):
 
 def _model_path(report):
     """Return the model's path, relative to the working directory when it lies inside it."""
-    return _short_path(report.model["path"])
+    return short_path(report.model["path"])
 
 
 def _data_path(report):
     """Return the data file's path like `_model_path`, or "random inputs" when there was none."""
-    return _short_path(report.data["path"]) if report.data["path"] else "random inputs"
+    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
 
 
 def _add_testcase(suite, report, name, fail_on):
@@ -133,7 +133,7 @@ def _finding_line(finding):
     if finding.step is not None:
         parts.append(f"training step {finding.step}")
     if finding.location:
-        parts.append(f"at {_short_path(finding.location.file)}:{finding.location.line} in {finding.location.function}")
+        parts.append(f"at {short_path(finding.location.file)}:{finding.location.line} in {finding.location.function}")
     line = ", ".join(parts) + f": {finding.evidence.sentence}. Fix: {finding.fix}"
     return " ".join(line.split())
 

@@ -7,7 +7,7 @@ an evidence sentence or a fix cannot end a table cell or row.
 
 import re
 
-from nandoctor.report.text import _short_path
+from nandoctor.report.labels import short_path
 
 _COLUMNS = ("#", "code", "severity", "kind", "layer", "op", "source", "evidence", "fix")
 _SEVERITIES = ("error", "warning", "info")
@@ -37,12 +37,12 @@ def render(reports):
 
 def _model_path(report):
     """Return the model's path, relative to the working directory when it lies inside it."""
-    return _short_path(report.model["path"])
+    return short_path(report.model["path"])
 
 
 def _data_path(report):
     """Return the data file's path like `_model_path`, or "random inputs" when there was none."""
-    return _short_path(report.data["path"]) if report.data["path"] else "random inputs"
+    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
 
 
 def _summary_line(reports):
@@ -100,7 +100,7 @@ def _finding_cells(rank, finding):
         layer = "data" if finding.phase == "data" else "loss"
     source = ""
     if finding.location:
-        source = _code(f"{_short_path(finding.location.file)}:{finding.location.line}")
+        source = _code(f"{short_path(finding.location.file)}:{finding.location.line}")
     return [
         str(rank),
         finding.code,

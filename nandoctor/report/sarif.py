@@ -16,7 +16,7 @@ import urllib.parse
 from nandoctor import __version__
 from nandoctor.diagnosis.registry import RULES
 from nandoctor.diagnosis.rule import DOC_SECTIONS
-from nandoctor.report.text import _short_path
+from nandoctor.report.labels import short_path
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/master/Schemata/sarif-schema-2.1.0.json"
@@ -64,12 +64,12 @@ def _sorted_reports(reports):
 
 def _model_path(report):
     """Return the model's path, relative to the working directory when it lies inside it."""
-    return _short_path(report.model["path"])
+    return short_path(report.model["path"])
 
 
 def _data_path(report):
     """Return the data file's path like `_model_path`, or "random inputs" when there was none."""
-    return _short_path(report.data["path"]) if report.data["path"] else "random inputs"
+    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
 
 
 def _rule(rule):

@@ -1,26 +1,16 @@
 """The terminal report, rendered with rich."""
 
 import math
-import os
 
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from nandoctor.report.labels import KIND_LABELS, short_path
+
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 _ROLE_STYLE = {"origin": "red", "propagation": "yellow"}
-_KIND_LABEL = {
-    "nonfinite_input": "non-finite input data",
-    "nonfinite_weights": "non-finite saved weights",
-    "overflow": "overflow",
-    "division_by_zero": "division by zero",
-    "invalid_domain": "invalid domain",
-    "infinite_gradient": "infinite gradient",
-    "divergence": "divergence in training",
-    "exploding_gradient": "exploding gradient",
-    "vanishing_gradient": "vanishing gradient",
-}
 _BAR_WIDTH = 24
 
 
@@ -50,7 +40,7 @@ def _headline(report):
     counts = {}
     for finding in report.findings:
         counts[finding.kind] = counts.get(finding.kind, 0) + 1
-    parts = ", ".join(f"{n} {_KIND_LABEL.get(kind, kind)}" for kind, n in counts.items())
+    parts = ", ".join(f"{n} {KIND_LABELS.get(kind, kind)}" for kind, n in counts.items())
     text.append(f"{len(report.findings)} finding(s): {parts}", style="bold red")
     return text
 
@@ -68,7 +58,7 @@ def _finding_panel(rank, finding):
     lines.append("\n")
     if finding.location:
         lines.append("source    ", style="dim")
-        lines.append(f"{_short_path(finding.location.file)}:{finding.location.line} in {finding.location.function}\n")
+        lines.append(f"{short_path(finding.location.file)}:{finding.location.line} in {finding.location.function}\n")
     lines.append("evidence  ", style="dim")
     lines.append(finding.evidence.sentence + "\n")
     if finding.propagated_to:
@@ -89,7 +79,7 @@ def _finding_panel(rank, finding):
                      style="green" if finding.fix_verified else "bold red")
     title = Text()
     title.append(f"#{rank} {finding.code} ", style=_SEVERITY_STYLE.get(finding.severity, ""))
-    title.append(f"{_KIND_LABEL.get(finding.kind, finding.kind)} ({finding.severity})")
+    title.append(f"{KIND_LABELS.get(finding.kind, finding.kind)} ({finding.severity})")
     return Panel(lines, title=title, title_align="left", expand=True)
 
 
@@ -141,15 +131,6 @@ def _bar(value, low, high):
     span = max(high - low, 1e-12)
     filled = 1 + round((math.log10(value) - low) / span * (_BAR_WIDTH - 1))
     return "#" * filled
-
-
-def _short_path(path):
-    """Return `path` relative to the working directory when it lies inside it."""
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # A path on another drive, on Windows.
-        return path
-    return path if relative.startswith("..") else relative
 
 
 def _number(value):

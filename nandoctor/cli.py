@@ -169,12 +169,14 @@ def scan(ctx, model, data, debug, quiet, config_path, outputs, **options):
         results.append(ModelResult(entry.model, report, suppressed=suppressed))
 
     reports = [result.report for result in results if result.report is not None]
+    failures = [(result.model, result.error.format_message(), result.error.exit_code)
+                for result in results if result.error is not None]
     try:
         # A run over configured models always writes the multi-model JSON document.
         many = model is None
-        _write_stdout(reports, run["output_format"], quiet, many)
+        _write_stdout(reports, run["output_format"], quiet, many, failures)
         for output_format, path in targets:
-            _write_file(reports, output_format, path, run["fail_on"], many)
+            _write_file(reports, output_format, path, run["fail_on"], many, failures)
     except KeyboardInterrupt:
         click.echo("Error: interrupted while printing the report; the output is incomplete.", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -313,7 +315,7 @@ class _progress:
         return False
 
 
-def _write_stdout(reports, output_format, quiet, many):
+def _write_stdout(reports, output_format, quiet, many, failures):
     if output_format == "text":
         from rich.console import Console
 
@@ -323,10 +325,10 @@ def _write_stdout(reports, output_format, quiet, many):
         for report in reports:
             render(report, console, quiet=quiet)
         return
-    click.echo(_render(reports, output_format, "error", many), nl=False)
+    click.echo(_render(reports, output_format, "error", many, failures), nl=False)
 
 
-def _write_file(reports, output_format, path, fail_on, many):
+def _write_file(reports, output_format, path, fail_on, many, failures):
     if output_format == "text":
         import io
 
@@ -340,7 +342,7 @@ def _write_file(reports, output_format, path, fail_on, many):
             render(report, console)
         text = buffer.getvalue()
     else:
-        text = _render(reports, output_format, fail_on, many)
+        text = _render(reports, output_format, fail_on, many, failures)
     try:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -349,31 +351,34 @@ def _write_file(reports, output_format, path, fail_on, many):
                              "check that the folder exists and is writable.") from error
 
 
-def _render(reports, output_format, fail_on, many):
+def _render(reports, output_format, fail_on, many, failures):
     """Return the report text in a machine format, ending with a newline.
 
     JSON is one report's object for a single MODEL, or a document with a
-    `reports` list for a run over configured models (`many`).
+    `reports` list for a run over configured models (`many`). `failures` are
+    (model path, message, exit status) of models that could not be scanned;
+    every format lists them.
     """
+    unscanned = [(path, message) for path, message, _ in failures]
     if output_format == "json":
         from nandoctor.report.json_report import dumps, dumps_many
 
-        return (dumps_many(reports) if many or len(reports) != 1 else dumps(reports[0])) + "\n"
+        return (dumps_many(reports, failures) if many or len(reports) != 1 else dumps(reports[0])) + "\n"
     if output_format == "sarif":
         from nandoctor.report import sarif
 
-        return sarif.render(reports)
+        return sarif.render(reports, unscanned)
     if output_format == "junit":
         from nandoctor.report import junit
 
-        return junit.render(reports, fail_on=fail_on)
+        return junit.render(reports, fail_on=fail_on, unscanned=unscanned)
     if output_format == "markdown":
         from nandoctor.report import markdown
 
-        return markdown.render(reports)
+        return markdown.render(reports, unscanned)
     from nandoctor.report import html
 
-    return html.render(reports)
+    return html.render(reports, unscanned)
 
 
 @cli.command()

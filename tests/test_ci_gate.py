@@ -207,3 +207,30 @@ def test_missing_config_file(tf, tmp_path):
     result = run([sample("healthy"), "--config", str(tmp_path / "nosuch.toml")])
     assert result.exit_code == 2
     assert "configuration file not found" in result.stderr
+
+
+def test_unscanned_model_in_every_format(tf, tmp_path):
+    write_config(tmp_path, f"""
+[[models]]
+model = "{tmp_path / 'missing.keras'}"
+
+[[models]]
+model = "{sample('healthy')}"
+""")
+    result = run(["--format", "markdown", "--output", str(tmp_path / "out.xml"),
+                  "--output", str(tmp_path / "out.sarif"), "--output", str(tmp_path / "out.json")], cwd=tmp_path)
+    assert result.exit_code == 3
+    assert "missing.keras" in result.stdout
+    assert "not scanned" in result.stdout
+    suite = ElementTree.parse(tmp_path / "out.xml").getroot().find("testsuite")
+    assert suite.get("errors") == "1"
+    log = json.loads((tmp_path / "out.sarif").read_text())
+    assert log["runs"][0]["invocations"][0]["executionSuccessful"] is False
+    document = json.loads((tmp_path / "out.json").read_text())
+    assert document["errors"][0]["exit_status"] == 3
+    assert "model file not found" in document["errors"][0]["message"]
+    if os.path.exists(SARIF_SCHEMA):
+        jsonschema = pytest.importorskip("jsonschema")
+        with open(SARIF_SCHEMA) as handle:
+            schema = json.load(handle)
+        jsonschema.validators.validator_for(schema)(schema).validate(log)

@@ -95,7 +95,7 @@ details summary { cursor: pointer; color: var(--muted); }
 """
 
 
-def render(reports):
+def render(reports, failures=()):
     """Render scan reports as one self-contained HTML page.
 
     Args:
@@ -126,6 +126,8 @@ def render(reports):
         f'<p class="muted">nandoctor {_escape(__version__)}: {_escape(summary)}.</p>',
         _contents(ordered),
     ]
+    for path, message in sorted(failures):
+        parts.append(f'<section><h2>{_escape(short_path(path))}: not scanned</h2><p>{_escape(message)}</p></section>')
     for number, report in enumerate(ordered, start=1):
         parts.append(_model_section(number, report))
     parts.extend(["</main>", "</body>", "</html>"])

@@ -43,12 +43,17 @@ def dumps(report):
     return json.dumps(to_dict(report), sort_keys=True, indent=2, allow_nan=False)
 
 
-def dumps_many(reports):
-    """Serialize several reports (a run over configured models) as one document."""
+def dumps_many(reports, failures=()):
+    """Serialize several reports (a run over configured models) as one document.
+
+    `failures` are (model path, message, exit status) of models that could not be scanned.
+    """
     document = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "nandoctor", "version": __version__},
         "reports": [to_dict(report) for report in reports],
+        "errors": [{"model": path, "message": message, "exit_status": status}
+                   for path, message, status in failures],
     }
     return json.dumps(_clean(document), sort_keys=True, indent=2, allow_nan=False)
 

@@ -20,7 +20,7 @@ _PHASE_LABELS = {"data": "input data", "weights": "saved weights", "forward": "f
 _INVALID_XML_CHARS = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def render(reports, *, fail_on="error"):
+def render(reports, *, fail_on="error", unscanned=()):
     """Render scan reports as a JUnit XML document with one test suite.
 
     Args:
@@ -51,14 +51,19 @@ def render(reports, *, fail_on="error"):
         if model_paths.count(name) > 1:
             name = f"{name} on {_data_path(report)}"
         failures += _add_testcase(suite, report, name, fail_on)
+    # A model that could not be scanned is a test case in error, not a pass.
+    for path, message in sorted(unscanned):
+        case = ET.SubElement(suite, "testcase", classname="nandoctor", name=short_path(path))
+        ET.SubElement(case, "error", message=message, type="not scanned")
+    tests = len(ordered) + len(unscanned)
     # No `time` attributes, so that two runs on the same inputs give the same bytes.
-    suite.set("tests", str(len(ordered)))
+    suite.set("tests", str(tests))
     suite.set("failures", str(failures))
-    suite.set("errors", "0")
+    suite.set("errors", str(len(unscanned)))
     suite.set("skipped", "0")
 
-    root = ET.Element("testsuites", name="nandoctor", tests=str(len(ordered)), failures=str(failures),
-                      errors="0")
+    root = ET.Element("testsuites", name="nandoctor", tests=str(tests), failures=str(failures),
+                      errors=str(len(unscanned)))
     root.append(suite)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

@@ -17,18 +17,24 @@ _CODE_SPAN = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)", re.DOTALL)
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~#&!])")
 
 
-def render(reports):
+def render(reports, failures=()):
     """Render scan reports as GitHub-flavoured Markdown.
 
     Args:
         reports: A list of `ScanReport`, one per scanned model, shown in order of
             model path, then data path.
+        failures: (model path, error message) for models that could not be scanned.
 
     Returns:
         The Markdown text, ending with a newline.
     """
     ordered = sorted(reports, key=lambda report: (_model_path(report), _data_path(report)))
     lines = ["## nandoctor", "", _summary_line(ordered)]
+    if failures:
+        lines.append("")
+        lines.append(f"**{len(failures)} model(s) could not be scanned.**")
+    for path, message in sorted(failures):
+        lines.extend(["", f"### {_code(short_path(path))}: not scanned", "", _prose(message)])
     for report in ordered:
         lines.append("")
         lines.extend(_model_section(report))

@@ -25,7 +25,7 @@ _LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 _FINGERPRINT_KEY = "nandoctorFinding/v1"
 
 
-def render(reports):
+def render(reports, failures=()):
     """Render scan reports as one SARIF 2.1.0 log with a single run.
 
     Args:
@@ -55,6 +55,15 @@ def render(reports):
             "results": results,
         }],
     }
+    if failures:
+        # A model that could not be scanned fails the run instead of vanishing from it.
+        log["runs"][0]["invocations"] = [{
+            "executionSuccessful": False,
+            "toolExecutionNotifications": [
+                {"level": "error", "message": {"text": f"{short_path(path)}: {message}"}}
+                for path, message in sorted(failures)
+            ],
+        }]
     return json.dumps(log, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 

@@ -145,7 +145,7 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
         report = _replay_and_diagnose(loaded, source, input_specs, loss, batch_size, training, progress,
                                       thresholds, verify_fixes=verify_fixes)
         if stress and not report.interrupted:
-            _add_stress(report, loaded, source, input_specs, batch_size, training, save_repro)
+            _add_stress(report, loaded, source, input_specs, batch_size, training, save_repro, verify_fixes)
         if fit_steps and not report.interrupted:
             _add_training_replay(report, loaded, source, input_specs, loss, batch_size, fit_steps,
                                  from_init, optimizer, learning_rate, shuffle_seed, trust_code)
@@ -359,7 +359,7 @@ def _add_training_replay(report, loaded, source, input_specs, loss, batch_size, 
         report.notes.append("the training replay started from fresh weights (seed 0), not from the file's")
 
 
-def _add_stress(report, loaded, source, input_specs, batch_size, training, save_repro):
+def _add_stress(report, loaded, source, input_specs, batch_size, training, save_repro, verify_fixes):
     """Run the stress probes and search, and add the faults they find to the report."""
     import dataclasses
     import os
@@ -374,7 +374,8 @@ def _add_stress(report, loaded, source, input_specs, batch_size, training, save_
     custom = {call.index for call in graph.calls if _is_custom_layer(call.layer)}
     found = find_stress_inputs(graph, source, input_specs, batch_size, custom)
     stress_source = DataSource(None, "memory", found.inputs, [], list(source.input_keys), [], len(found.origins))
-    sub = _replay_and_diagnose(loaded, stress_source, input_specs, None, batch_size, training, None)
+    sub = _replay_and_diagnose(loaded, stress_source, input_specs, None, batch_size, training, None,
+                               verify_fixes=verify_fixes)
 
     known = {(f.code, f.layer, f.op) for f in report.findings}
     added = []
@@ -425,6 +426,9 @@ def _verify_fixes(findings, result, replay_loss, source, input_specs, batch_size
         if finding.op in ("Exp", "Expm1") and outcome["verified"]:
             fix = overflow.fix(finding.op, finding.evidence.details.get("dtype_max", 3.4028234663852886e38),
                                bound=outcome["parameter"])
+        elif not outcome["verified"]:
+            fix += (" The in-memory check of this fix did not clear the fault, so the values after this op "
+                    "need a bound too.")
         check = {"batch": finding.evidence.batch, "before": outcome["before"], "after": outcome["after"]}
         checked.append(dataclasses.replace(finding, fix=fix, fix_verified=outcome["verified"], fix_check=check))
     return checked

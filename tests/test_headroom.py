@@ -102,3 +102,20 @@ def test_healthy_cnn_no_warning(keras, tmp_path):
 def test_risk_not_reported_downstream_of_fault(tf):
     report = scan(sample("exp_overflow"), sample("exp_overflow", ".npz"))
     assert [f.kind for f in report.findings] == ["overflow"]
+
+
+def test_applied_fixes_raise_no_warning(keras, tmp_path):
+    # The fixes the findings suggest leave values at their bounds on purpose.
+    x = np.full((16, 2), 1.0, "float32")
+    x[2, 0] = 0.0
+    x[3, 1] = 0.5
+    fixed = [
+        lambda v: keras.ops.log(keras.ops.maximum(v, 1e-7)),
+        lambda v: 1.0 / keras.ops.where(keras.ops.abs(v - 0.5) < 1e-6, 1e-6, v - 0.5),
+        lambda v: keras.ops.sqrt(v + 1e-8),
+    ]
+    for index, function in enumerate(fixed):
+        folder = tmp_path / str(index)
+        folder.mkdir()
+        model, data = save_lambda_model(keras, folder, function, x)
+        assert warnings_of(scan(model, data, trust_code=True)) == [], index

@@ -54,6 +54,8 @@ def measure(records, target, thresholds):
     """Return the risks of one traced layer (or the loss) on one batch, keyed by op position."""
     risks = {}
     for position, record in enumerate(records):
+        if _guarded(record, records[:position]):
+            continue
         risk = _op_risk(record, target, thresholds)
         if risk is not None:
             risks[(target, position, record.op_type)] = risk
@@ -112,6 +114,31 @@ def findings(risks, calls, loss_label):
             fix=_fix(risk), layer_index=call.index if call else len(calls),
         ))
     return result
+
+
+# Ops that bound a value on purpose: an epsilon added, a floor, a clip or a tf.where.
+_GUARDS = ("Maximum", "AddV2", "Add", "ClipByValue", "SelectV2", "Select")
+_GUARDED_INPUT = {"Log": 0, "Log1p": 0, "Sqrt": 0, "Rsqrt": 0, "Pow": 0, "RealDiv": 1, "Div": 1,
+                  "Reciprocal": 0, "Acos": 0, "Asin": 0}
+
+
+def _guarded(record, earlier):
+    """Return whether the op's risky input comes straight from a guard such as `tf.maximum(x, eps)`.
+
+    Such a value sits at its bound by design, as the suggested fixes leave it,
+    so warning about it again would contradict the fix. The match is by value:
+    the input equals the output of the latest guard op before it.
+    """
+    index = _GUARDED_INPUT.get(record.op_type)
+    if index is None or index >= len(record.input_values):
+        return False
+    value = record.input_values[index]
+    for previous in reversed(earlier[-3:]):
+        if previous.op_type in _GUARDS and previous.output_values:
+            output = previous.output_values[0]
+            if isinstance(output, np.ndarray) and output.shape == np.shape(value) and np.array_equal(output, value):
+                return True
+    return False
 
 
 def _op_risk(record, target, thresholds):
@@ -199,7 +226,7 @@ def _fix(risk):
     if risk.kind == "division_risk":
         return division_by_zero.fix(risk.op)
     if risk.kind == "domain_risk":
-        return "Clip the argument into the open domain: `tf.clip_by_value(x, -1.0 + 1e-6, 1.0 - 1e-6)`."
+        return "Clip the argument into the open domain: `tf.clip_by_value(x, -1.0 + 1e-4, 1.0 - 1e-4)`."
     return "Add an epsilon inside the root, `tf.sqrt(x + 1e-8)`, so its derivative stays bounded."
 
 

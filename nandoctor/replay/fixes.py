@@ -20,11 +20,15 @@ EPSILON = 1e-7
 """The epsilon the fixes add; float32 keeps it next to 1 and far from 0."""
 
 
-EXP_BOUNDS = (80.0, 40.0, 20.0, 10.0)
-"""Exp argument bounds tried in turn; the first that clears the fault is suggested."""
+EXP_BOUND_STEPS = (1.0, 0.5, 0.25, 0.125)
+"""Fractions of the suggested Exp bound tried in turn; the first that clears the fault is suggested."""
+DENOMINATOR_EPSILON = 1e-6
+"""Matches the default --min-denominator, so a fixed division raises no division-risk warning."""
+DOMAIN_EPSILON = 1e-4
+"""Distance from ±1 for Acos and Asin; the derivative there is about 71, under the domain-risk limit."""
 
 
-def _exp_fix(original, bound=EXP_BOUNDS[0]):
+def _exp_fix(original, bound):
     def exp(x, name=None):
         x = tf.convert_to_tensor(x)
         limit = tf.cast(min(bound, float(np.floor(np.log(np.finfo(x.dtype.as_numpy_dtype).max))) - 1.0), x.dtype)
@@ -37,7 +41,7 @@ def _exp_fix(original, bound=EXP_BOUNDS[0]):
 def _division_fix(original):
     def divide(x, y, name=None):
         y = tf.convert_to_tensor(y)
-        eps = tf.cast(EPSILON, y.dtype)
+        eps = tf.cast(DENOMINATOR_EPSILON, y.dtype)
         safe = tf.where(tf.abs(y) < eps, tf.where(y >= 0, eps, -eps), y)
         return original(x, safe)
     return divide
@@ -46,7 +50,7 @@ def _division_fix(original):
 def _reciprocal_fix(original):
     def reciprocal(x, name=None):
         x = tf.convert_to_tensor(x)
-        eps = tf.cast(EPSILON, x.dtype)
+        eps = tf.cast(DENOMINATOR_EPSILON, x.dtype)
         return original(tf.where(tf.abs(x) < eps, tf.where(x >= 0, eps, -eps), x))
     return reciprocal
 
@@ -70,7 +74,7 @@ def _sqrt_fix(original):
 def _clip_fix(original):
     def clipped(x, name=None):
         x = tf.convert_to_tensor(x)
-        edge = tf.cast(1.0 - EPSILON, x.dtype)
+        edge = tf.cast(1.0 - DOMAIN_EPSILON, x.dtype)
         return original(tf.clip_by_value(x, -edge, edge))
     return clipped
 
@@ -117,8 +121,13 @@ def verify(graph, loss, inputs, targets, target, op_type):
         A dict: `verified`, `before` and `after` (see `count_nonfinite`), and
         `parameter` (the Exp bound that was tried last, or None).
     """
+    from nandoctor.diagnosis.rules.overflow import exp_bound
+
     before = count_nonfinite(graph, loss, inputs, targets)
-    parameters = EXP_BOUNDS if op_type == "Exp" else (None,)
+    parameters = (None,)
+    if op_type in ("Exp", "Expm1"):
+        dtype_max = float(np.finfo(np.float32).max)
+        parameters = tuple(float(max(1, round(exp_bound(dtype_max) * f))) for f in EXP_BOUND_STEPS)
     for parameter in parameters:
         after = count_nonfinite(graph, loss, inputs, targets, target, op_type, parameter)
         verified = after["outputs"] == 0 and after["gradients"] == 0 and after["loss_finite"]

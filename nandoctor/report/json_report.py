@@ -22,7 +22,7 @@ def to_dict(report):
         "data": report.data,
         "loss": report.loss,
         "summary": {
-            "status": "clean" if report.clean else "faults",
+            "status": _status(report),
             "findings": len(report.findings),
             "by_kind": kinds,
             "by_severity": severities,
@@ -36,6 +36,13 @@ def to_dict(report):
         "training": report.training,
     }
     return _clean(document)
+
+
+def _status(report):
+    """Return "clean", "warnings" (warnings or info only) or "faults" (at least one error)."""
+    if report.clean:
+        return "clean"
+    return "faults" if any(f.severity == "error" for f in report.findings) else "warnings"
 
 
 def dumps(report):

@@ -33,7 +33,8 @@ def _headline(report):
     text = Text()
     text.append(f"nandoctor scan: {report.model['path']} on {source} ")
     batches = "1 batch" if report.batches == 1 else f"{report.batches} batches"
-    text.append(f"({report.samples} samples, {batches}; loss: {report.loss})\n", style="dim")
+    samples = "1 sample" if report.samples == 1 else f"{report.samples} samples"
+    text.append(f"({samples}, {batches}; loss: {report.loss})\n", style="dim")
     if report.clean:
         text.append("clean: no NaN or Inf created in the forward or backward pass", style="bold green")
         return text

@@ -44,6 +44,7 @@ def fix(op):
     if op == "Pow":
         return "Keep the base away from 0 before a negative exponent: `tf.pow(tf.maximum(x, 1e-7), a)`."
     return (
-        "Keep the denominator away from zero, for example `x / tf.where(tf.abs(d) < 1e-7, 1e-7, d)`, "
+        "Keep the denominator away from zero with its sign, for example "
+        "`x / tf.where(tf.abs(d) < 1e-6, tf.where(d < 0, -1e-6, 1e-6), d)`, "
         "or use `tf.math.divide_no_nan(x, d)` if 0 is the right result where d is 0."
     )

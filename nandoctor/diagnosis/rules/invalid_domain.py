@@ -16,8 +16,8 @@ Example:
 
 Fix:
     Clamp the argument into the domain (`tf.sqrt(tf.maximum(x, 0.0))`,
-    `tf.math.log(tf.maximum(x, 1e-7))`, `tf.clip_by_value(x, -1 + 1e-7,
-    1 - 1e-7)` before Acos), or fix the computation that leaves it, for example
+    `tf.math.log(tf.maximum(x, 1e-7))`, `tf.clip_by_value(x, -1 + 1e-4,
+    1 - 1e-4)` before Acos), or fix the computation that leaves it, for example
     a variance that is not passed through softplus.
 
 Known limits:
@@ -44,7 +44,7 @@ def fix(op):
             "means a scale or probability computed without softplus, exp or softmax."
         )
     if op in ("Acos", "Asin", "Atanh"):
-        return "Clip the argument into the open domain: `tf.clip_by_value(x, -1.0 + 1e-7, 1.0 - 1e-7)`."
+        return "Clip the argument into the open domain: `tf.clip_by_value(x, -1.0 + 1e-4, 1.0 - 1e-4)`."
     if op == "Pow":
         return "Make the base positive before a fractional power, for example `tf.pow(tf.abs(x) + 1e-7, a)`."
     return "Clamp this op's input into its domain, or fix the computation that moves it out."

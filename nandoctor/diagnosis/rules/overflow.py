@@ -36,14 +36,23 @@ RULE = Rule("ND101", "overflow", "overflow", "error",
 _EXP_OPS = ("Exp", "Expm1")
 
 
+def exp_bound(dtype_max, headroom_factor=2.0):
+    """Return the Exp argument bound to suggest: 43 for float32, 4 for float16.
+
+    It is the largest whole number that leaves `headroom_factor` of margin below
+    the overflow threshold log(dtype_max), so a clipped argument raises no
+    overflow-risk warning, and exp of it can still be squared without overflow.
+    """
+    return math.floor(math.log(dtype_max) / headroom_factor) - 1
+
+
 def fix(op, dtype_max, bound=None):
     """Write the fix for an overflow in `op`, given the dtype's largest value.
 
-    `bound` is the Exp argument bound to suggest; by default the largest whole
-    number 8 below the overflow threshold (80 for float32).
+    `bound` is the Exp argument bound to suggest; by default `exp_bound`.
     """
     if op in _EXP_OPS:
-        bound = bound if bound is not None else math.floor(math.log(dtype_max)) - 8
+        bound = bound if bound is not None else exp_bound(dtype_max)
         return (
             f"Clip the argument before the exp, for example `tf.exp(tf.clip_by_value(z, -{bound:g}, {bound:g}))` "
             "(the lower bound keeps exp from underflowing to 0 before a division or log), or keep the "

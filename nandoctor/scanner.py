@@ -103,7 +103,7 @@ def scan(model_path, data_path=None, *, trust_code=False, custom_objects=(), x_k
             first failing batch, replay forward and backward, and set
             `fix_verified` and `fix_check` on the finding.
         stress: Probe the model beyond the data and search for inputs that
-            make its risky ops fail (see `nandoctor.replay.stress`); each
+            make its risky ops fail (see `nandoctor.replay.stress`). Each
             fault found becomes a finding with phase "stress".
         save_repro: A folder to write each stress finding's inputs to, as an
             `.npz` that `nandoctor scan MODEL FILE` reproduces.
@@ -176,7 +176,9 @@ def scan_model(model, x, y=None, *, batch_size=DEFAULT_BATCH_SIZE, training=Fals
     from nandoctor.loading.model_config import ModelConfig
 
     inputs = [np.asarray(a) for a in (x if isinstance(x, (list, tuple)) else [x])]
-    targets = [] if y is None else [np.asarray(a) for a in (y if isinstance(y, (list, tuple)) else [y])]
+    targets = []
+    if y is not None:
+        targets = [np.asarray(a) for a in (y if isinstance(y, (list, tuple)) else [y])]
     input_specs, output_specs = _model_specs(model, model.name)
     loaded = LoadedModel(model, f"<in-memory model {model.name}>", ModelConfig("memory", {}, None), {},
                          getattr(model, "loss", None))

@@ -27,7 +27,7 @@ _DIVISIONS = {"RealDiv": 1, "Div": 1, "Xdivy": 1, "Reciprocal": 0, "Inv": 0}
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Where a measured margin becomes a warning."""
+    """Limits below which a measured margin becomes a warning."""
 
     headroom_factor: float = DEFAULT_HEADROOM_FACTOR
     min_denominator: float = DEFAULT_MIN_DENOMINATOR
@@ -163,7 +163,11 @@ def _op_risk(record, target, thresholds):
                         f"so the argument may grow only {factor:.3g} times",
                         {"threshold": threshold, "scale_headroom": factor})
     elif op in ("Square", "Pow") and len(values) >= 1:
-        exponent = 2.0 if op == "Square" else _scalar(values[1]) if len(values) > 1 else None
+        exponent = None
+        if op == "Square":
+            exponent = 2.0
+        elif len(values) > 1:
+            exponent = _scalar(values[1])
         largest = float(np.abs(x).max())
         if exponent is not None and exponent > 1 and largest > 0:
             factor = (limit ** (1.0 / exponent)) / largest

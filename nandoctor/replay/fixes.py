@@ -115,7 +115,7 @@ def patched(op_type, parameter=None):
 
 
 def verify(graph, loss, inputs, targets, target, op_type):
-    """Try the fix of `op_type` in `target` on one batch and say whether it clears the fault.
+    """Try the fix of `op_type` in `target` on one batch and report whether it clears the fault.
 
     Returns:
         A dict: `verified`, `before` and `after` (see `count_nonfinite`), and

@@ -14,7 +14,7 @@ Example:
     keras.layers.Lambda(lambda c: keras.ops.arccos(c))  # cosine similarities up to 0.9999999
 
 Fix:
-    Clip the argument to `[-1 + 1e-6, 1 - 1e-6]`.
+    Clip the argument to `[-1 + 1e-4, 1 - 1e-4]`.
 
 Known limits:
     Values computed as normalized dot products are the usual source; clip them where

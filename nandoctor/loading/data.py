@@ -53,7 +53,7 @@ class DataSource:
         self.path = path
         """Path of the data file, or None for random inputs."""
         self.kind = kind
-        """One of "npz", "npy", "h5" or "random"."""
+        """One of "npz", "npy", "h5", "random", or "memory" for arrays passed in Python."""
         self.input_keys = input_keys
         """Key of each model input in the file."""
         self.target_keys = target_keys

@@ -57,7 +57,8 @@ def test_markdown_and_html_outputs(tf, tmp_path):
     assert result.stdout.startswith("#")
     page = (tmp_path / "report.html").read_text()
     assert "<svg" in page
-    assert "http://" not in page and "https://" not in page
+    assert "http://" not in page
+    assert "https://" not in page
 
 
 def test_unknown_output_extension(tf, tmp_path):

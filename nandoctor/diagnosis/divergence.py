@@ -98,9 +98,10 @@ def likely_causes(result, origins, float16_model, loss_on_probabilities):
             "learning rate too high",
             f"updates reach {format_number(ratio)} times the weight's norm in one step" if ratio else "the loss grows step after step",
             f"lower the learning rate to {rate / 10:g} (ten times lower than {rate:g})"))
-    if not clipped and _grad_growth(result.steps) > 100:
+    growth = _grad_growth(result.steps)
+    if not clipped and growth > 100:
         causes.append(Cause(
-            "missing gradient clipping", f"the gradient norm grows {format_number(_grad_growth(result.steps))} times",
+            "missing gradient clipping", f"the gradient norm grows {format_number(growth)} times",
             "clip gradients: pass clipnorm=1.0 to the optimizer"))
     return causes
 

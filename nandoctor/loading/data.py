@@ -237,7 +237,7 @@ def _cast_input(values, path, key, spec, start):
         value = values[sample][changed[sample]].flat[0] if values.ndim > 1 else values[sample]
         limit = np.finfo(dtype).max if dtype.kind == "f" else np.iinfo(dtype).max
         raise DataLoadError(
-            f"{path}: array '{key}' holds {value:.6g} at sample {start + sample}, which does not fit "
+            f"{path}: array '{key}' contains {value:.6g} at sample {start + sample}, which does not fit "
             f"the {dtype} of model input '{spec.name}' (largest magnitude {limit:.6g}); rescale "
             "the data or drop those samples."
         )

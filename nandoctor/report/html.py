@@ -13,7 +13,7 @@ import re
 
 from nandoctor import __version__
 from nandoctor.diagnosis.registry import RULES
-from nandoctor.report.labels import KIND_LABELS, short_path
+from nandoctor.report.labels import KIND_LABELS, data_path, model_path, short_path
 
 _SEVERITIES = ("error", "warning", "info")
 _CODE_SPAN = re.compile(r"`([^`]+)`")
@@ -105,7 +105,7 @@ def render(reports, failures=()):
     Returns:
         The page as text, ending with a newline.
     """
-    ordered = sorted(reports, key=lambda report: (_model_path(report), _data_path(report)))
+    ordered = sorted(reports, key=lambda report: (model_path(report), data_path(report)))
     faulty = sum(not report.clean for report in ordered)
     summary = f"{len(ordered)} model(s) scanned, " + (f"{faulty} with findings" if faulty else "all clean")
 
@@ -132,16 +132,6 @@ def render(reports, failures=()):
         parts.append(_model_section(number, report))
     parts.extend(["</main>", "</body>", "</html>"])
     return "\n".join(parts) + "\n"
-
-
-def _model_path(report):
-    """Return the model's path, relative to the working directory when it lies inside it."""
-    return short_path(report.model["path"])
-
-
-def _data_path(report):
-    """Return the data file's path like `_model_path`, or "random inputs" when there was none."""
-    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
 
 
 def _escape(text):
@@ -179,17 +169,17 @@ def _badge(report):
 def _contents(reports):
     if len(reports) < 2:
         return ""
-    items = "".join(f'<li><a href="#model-{number}">{_escape(_model_path(report))}</a> {_badge(report)}</li>'
+    items = "".join(f'<li><a href="#model-{number}">{_escape(model_path(report))}</a> {_badge(report)}</li>'
                     for number, report in enumerate(reports, start=1))
     return f"<nav><ol>{items}</ol></nav>"
 
 
 def _model_section(number, report):
     """Write one model's section: headline, findings, charts, tables and notes."""
-    source = _data_path(report)
+    source = data_path(report)
     parts = [
         f'<section id="model-{number}">',
-        f'<h2><span class="mono">{_escape(_model_path(report))}</span> {_badge(report)}</h2>',
+        f'<h2><span class="mono">{_escape(model_path(report))}</span> {_badge(report)}</h2>',
         f'<p class="muted">Scanned on <span class="mono">{_escape(source)}</span>: '
         f"{_escape(report.samples)} samples, {_escape(report.batches)} batch(es), "
         f"loss <code>{_escape(report.loss)}</code>; model <code>{_escape(report.model.get('name', ''))}</code>, "
@@ -278,7 +268,7 @@ def _magnitude_figure(number, report):
     series = [_Series("output max|x|", "output", outputs), _Series("gradient max|x|", "gradient", gradients)]
     bands = {index: row.role for index, row in enumerate(layers) if row.role in ("origin", "propagation")}
     markers = [(index, "origin") for index, row in enumerate(layers) if row.role == "origin"]
-    title = f"Max |x| of finite outputs and gradients per layer, {_model_path(report)}"
+    title = f"Max |x| of finite outputs and gradients per layer, {model_path(report)}"
     legend = [("line", "output", "output max|x|"), ("line", "gradient", "gradient max|x|"),
               ("ring", "", "has non-finite values"), ("band", "origin", "origin layer"),
               ("band", "propagation", "propagation")]

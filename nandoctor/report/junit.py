@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 from nandoctor import __version__
 from nandoctor.diagnosis.findings import SEVERITY_ORDER
-from nandoctor.report.labels import short_path
+from nandoctor.report.labels import data_path, model_path, short_path
 
 FAIL_ON_CHOICES = ("error", "warning", "never")
 _PHASE_LABELS = {"data": "input data", "weights": "saved weights", "forward": "forward pass",
@@ -37,19 +37,19 @@ def render(reports, *, fail_on="error", unscanned=()):
     """
     if fail_on not in FAIL_ON_CHOICES:
         raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON_CHOICES)}, received {fail_on!r}.")
-    ordered = sorted(reports, key=lambda report: (_model_path(report), _data_path(report)))
+    ordered = sorted(reports, key=lambda report: (model_path(report), data_path(report)))
 
     suite = ET.Element("testsuite", name="nandoctor")
     properties = ET.SubElement(suite, "properties")
     ET.SubElement(properties, "property", name="nandoctor.version", value=__version__)
     ET.SubElement(properties, "property", name="fail_on", value=fail_on)
-    model_paths = [_model_path(report) for report in ordered]
+    model_paths = [model_path(report) for report in ordered]
     failures = 0
     for report in ordered:
         # A model scanned on several data files gets one test case per data file.
-        name = _model_path(report)
+        name = model_path(report)
         if model_paths.count(name) > 1:
-            name = f"{name} on {_data_path(report)}"
+            name = f"{name} on {data_path(report)}"
         failures += _add_testcase(suite, report, name, fail_on)
     # A model that could not be scanned is a test case in error, not a pass.
     for path, message in sorted(unscanned):
@@ -67,16 +67,6 @@ def render(reports, *, fail_on="error", unscanned=()):
     root.append(suite)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def _model_path(report):
-    """Return the model's path, relative to the working directory when it lies inside it."""
-    return short_path(report.model["path"])
-
-
-def _data_path(report):
-    """Return the data file's path like `_model_path`, or "random inputs" when there was none."""
-    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
 
 
 def _add_testcase(suite, report, name, fail_on):
@@ -119,7 +109,7 @@ def _count_message(findings):
 
 
 def _scan_line(report):
-    return (f"scanned {_model_path(report)} on {_data_path(report)}: {report.samples} samples, "
+    return (f"scanned {model_path(report)} on {data_path(report)}: {report.samples} samples, "
             f"{report.batches} batch(es), loss {report.loss}")
 
 

@@ -19,6 +19,16 @@ KIND_LABELS = {
 }
 
 
+def model_path(report):
+    """Return the report's model path, relative to the working directory when it lies inside it."""
+    return short_path(report.model["path"])
+
+
+def data_path(report):
+    """Return the data file's path like `model_path`, or "random inputs" when there was none."""
+    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
+
+
 def short_path(path):
     """Return `path` relative to the working directory when it lies inside it."""
     try:

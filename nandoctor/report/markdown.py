@@ -7,7 +7,7 @@ an evidence sentence or a fix cannot end a table cell or row.
 
 import re
 
-from nandoctor.report.labels import short_path
+from nandoctor.report.labels import data_path, model_path, short_path
 
 _COLUMNS = ("#", "code", "severity", "kind", "layer", "op", "source", "evidence", "fix")
 _SEVERITIES = ("error", "warning", "info")
@@ -28,7 +28,7 @@ def render(reports, failures=()):
     Returns:
         The Markdown text, ending with a newline.
     """
-    ordered = sorted(reports, key=lambda report: (_model_path(report), _data_path(report)))
+    ordered = sorted(reports, key=lambda report: (model_path(report), data_path(report)))
     lines = ["## nandoctor", "", _summary_line(ordered)]
     if failures:
         lines.append("")
@@ -39,16 +39,6 @@ def render(reports, failures=()):
         lines.append("")
         lines.extend(_model_section(report))
     return "\n".join(lines) + "\n"
-
-
-def _model_path(report):
-    """Return the model's path, relative to the working directory when it lies inside it."""
-    return short_path(report.model["path"])
-
-
-def _data_path(report):
-    """Return the data file's path like `_model_path`, or "random inputs" when there was none."""
-    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
 
 
 def _summary_line(reports):
@@ -62,8 +52,8 @@ def _summary_line(reports):
 
 def _model_section(report):
     """Write the headline, the scan settings, the findings table and the notes of one model."""
-    lines = [f"### {_code(_model_path(report))}: {_headline(report)}", ""]
-    lines.append(f"Scanned on {_code(_data_path(report))}: {report.samples} samples, {report.batches} batch(es), "
+    lines = [f"### {_code(model_path(report))}: {_headline(report)}", ""]
+    lines.append(f"Scanned on {_code(data_path(report))}: {report.samples} samples, {report.batches} batch(es), "
                  f"loss {_code(report.loss)}.")
     if report.training:
         lines.append("")

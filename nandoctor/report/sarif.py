@@ -16,7 +16,7 @@ import urllib.parse
 from nandoctor import __version__
 from nandoctor.diagnosis.registry import RULES
 from nandoctor.diagnosis.rule import DOC_SECTIONS
-from nandoctor.report.labels import short_path
+from nandoctor.report.labels import data_path, model_path, short_path
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/master/Schemata/sarif-schema-2.1.0.json"
@@ -68,17 +68,7 @@ def render(reports, failures=()):
 
 
 def _sorted_reports(reports):
-    return sorted(reports, key=lambda report: (_model_path(report), _data_path(report)))
-
-
-def _model_path(report):
-    """Return the model's path, relative to the working directory when it lies inside it."""
-    return short_path(report.model["path"])
-
-
-def _data_path(report):
-    """Return the data file's path like `_model_path`, or "random inputs" when there was none."""
-    return short_path(report.data["path"]) if report.data["path"] else "random inputs"
+    return sorted(reports, key=lambda report: (model_path(report), data_path(report)))
 
 
 def _rule(rule):
@@ -119,7 +109,7 @@ def _help_markdown(sections):
 
 
 def _result(report, finding):
-    model_path = _model_path(report)
+    path = model_path(report)
     model_location = {"physicalLocation": {"artifactLocation": {"uri": _uri(report.model["path"])}}}
     if finding.location:
         primary = {
@@ -144,8 +134,8 @@ def _result(report, finding):
         "locations": [primary],
         "partialFingerprints": {_FINGERPRINT_KEY: _fingerprint(report, finding)},
         "properties": {
-            "model": model_path,
-            "data": _data_path(report),
+            "model": path,
+            "data": data_path(report),
             "kind": finding.kind,
             "phase": finding.phase,
             "layer": finding.layer,
@@ -176,13 +166,13 @@ def _message(report, finding):
         parts.append(sentence[0].upper() + sentence[1:].rstrip(".") + ".")
     parts.append(f"Fix: {finding.fix}")
     if finding.location:
-        parts.append(f"Model: {_model_path(report)}.")
+        parts.append(f"Model: {model_path(report)}.")
     return " ".join(parts)
 
 
 def _fingerprint(report, finding):
     """Hash what identifies a finding across runs: model, rule, place and op."""
-    key = "\0".join(str(part) for part in (_model_path(report), finding.code, finding.phase,
+    key = "\0".join(str(part) for part in (model_path(report), finding.code, finding.phase,
                                            finding.layer, finding.op))
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 

@@ -7,6 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from nandoctor.diagnosis.numbers import format_number
 from nandoctor.report.labels import KIND_LABELS, short_path
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -138,5 +139,5 @@ def _number(value):
     if value is None:
         return "-"
     if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return format_number(value)  # "nan", "inf" or "-inf"
     return f"{value:.3g}"

@@ -7,7 +7,7 @@ What it detects:
 
 Why it breaks training:
     A denominator of 1e-9 gives values of 1e9 today and Inf for the next sample that
-    rounds to zero; its gradient grows with the square of the value.
+    rounds to zero. Its gradient grows with the square of the value.
 
 Example:
     keras.layers.Lambda(lambda x: 1.0 / (x - 0.5))  # inputs that come within 1e-9 of 0.5

@@ -25,7 +25,7 @@ Fix:
 
 Known limits:
     When a tensor feeds several ops, the op named is the first one in backward
-    order whose input gradient is non-finite; an op whose derivative is
+    order whose input gradient is non-finite. An op whose derivative is
     infinite at its inputs is preferred.
 """
 
